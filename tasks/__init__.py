@@ -1,0 +1,1 @@
+"""Celery tasks: thin adapters around the framework-free job runner."""

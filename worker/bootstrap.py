@@ -1,0 +1,48 @@
+"""Make ``python3 -m worker …`` and ``python3 -m tests`` work on a machine with only Python 3.11.
+
+Standard library only: this runs before any dependency is installed. Outside a virtual
+environment it creates ``.venv`` in the checkout, installs the requirement files (again only
+when they changed) and re-executes the same command inside it. Inside a virtual environment
+(CI, or a user's own) it does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_MARKER = "COMFY_CELERY_BOOTSTRAPPED"
+
+
+def _in_virtualenv() -> bool:
+    return sys.prefix != sys.base_prefix
+
+
+def ensure_environment(module: str, requirement_files: list[Path]) -> None:
+    """Re-exec ``python -m module`` inside ``ROOT/.venv`` unless already in a virtual environment."""
+    if _in_virtualenv() or os.environ.get(_MARKER):
+        return
+    if sys.version_info < (3, 11):  # noqa: UP036 - this runs under whatever python3 the user has
+        sys.exit(f"comfy-celery needs Python 3.11 or newer, this is {sys.version.split()[0]}")
+    venv = ROOT / ".venv"
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if not python.exists():
+        print(f"[bootstrap] creating a virtual environment in {venv}", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in requirement_files)).hexdigest()
+    stamp = venv / ".requirements.sha256"
+    if not stamp.exists() or stamp.read_text().strip() != digest:
+        print("[bootstrap] installing dependencies (first run only)", file=sys.stderr, flush=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
+        args = [str(python), "-m", "pip", "install", "--quiet"]
+        for path in requirement_files:
+            args += ["-r", str(path)]
+        subprocess.run(args, check=True)
+        stamp.write_text(digest)
+    env = dict(os.environ, **{_MARKER: "1"})
+    os.chdir(ROOT)
+    os.execve(str(python), [str(python), "-m", module, *sys.argv[1:]], env)

@@ -1,0 +1,318 @@
+"""One exception hierarchy for everything that can go wrong talking to ComfyUI.
+
+Design rules:
+
+* Every error has a stable machine-readable ``code`` (what a web backend switches on).
+* All state lives in ``args == (message, details)`` with ``details`` a JSON-serialisable dict.
+  That is what makes the errors survive ``pickle`` *and* Celery's JSON result encoding, which
+  stores ``exc_type``, ``exc_module`` and ``exc_message = list(args)`` and rebuilds the error
+  with ``cls(*args)``.
+* Only :class:`TransportError` subclasses may ever trigger a fallback or a retry. An execution
+  error, a validation error, a cancellation or our own bug never inherits from it, so a single
+  ``except TransportError`` is exactly the fallback condition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+TimeoutPhase = Literal["connect", "handshake", "idle", "request", "job"]
+
+__all__ = [
+    "ComfyUIError",
+    "ConnectionFailedError",
+    "ConnectionLostError",
+    "ExecutionError",
+    "HTTPStatusError",
+    "JobCancelledError",
+    "JobTimeoutError",
+    "PromptInterruptedError",
+    "PromptNotFoundError",
+    "ProtocolError",
+    "TimeoutPhase",
+    "TransportError",
+    "TransportTimeoutError",
+    "WorkflowValidationError",
+]
+
+
+class ComfyUIError(Exception):
+    """Base of every error this package raises."""
+
+    code: ClassVar[str] = "comfyui_error"
+
+    def __init__(self, message: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message, dict(details or {}))
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+    @property
+    def details(self) -> dict[str, Any]:
+        details = self.args[1] if len(self.args) > 1 else {}
+        return details if isinstance(details, dict) else {}
+
+    def _detail(self, key: str) -> Any:
+        return self.details.get(key)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """The structured form stored in results and events: ``code``, ``message`` and details."""
+        return {"code": self.code, "message": self.message, **self.details}
+
+
+def _fields(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+class TransportError(ComfyUIError):
+    """The server could not be reached or spoke nonsense: the only fallback/retry trigger."""
+
+    code = "transport"
+
+
+class ConnectionFailedError(TransportError):
+    code = "connection"
+
+    def __init__(self, message: str, details: Mapping[str, Any] | None = None, *, url: str | None = None) -> None:
+        super().__init__(message, {**(details or {}), **_fields(url=url)})
+
+
+class ComfyUITimeoutError(ComfyUIError):
+    """Something took longer than allowed; ``phase`` says what."""
+
+    code = "timeout"
+
+    @property
+    def phase(self) -> str | None:
+        value = self._detail("phase")
+        return value if isinstance(value, str) else None
+
+
+class TransportTimeoutError(ComfyUITimeoutError, TransportError):
+    """Connect, handshake, idle or request timeout: a transport failure."""
+
+    code = "timeout"
+
+    def __init__(
+        self,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        *,
+        phase: TimeoutPhase | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        super().__init__(message, {**(details or {}), **_fields(phase=phase, seconds=seconds)})
+
+
+class JobTimeoutError(ComfyUITimeoutError):
+    """The job's own deadline passed. Not a transport failure: never retried or fallen back on."""
+
+    code = "timeout"
+
+    def __init__(
+        self,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        *,
+        prompt_id: str | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        merged = {**(details or {}), **_fields(prompt_id=prompt_id, seconds=seconds)}
+        merged.setdefault("phase", "job")
+        super().__init__(message, merged)
+
+
+class ConnectionLostError(TransportError):
+    """An established connection went away (close frame, reset, or silence past the idle limit)."""
+
+    code = "connection_lost"
+
+    def __init__(
+        self,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        *,
+        close_code: int | None = None,
+        reconnect_attempts: int | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            {**(details or {}), **_fields(close_code=close_code, reconnect_attempts=reconnect_attempts)},
+        )
+
+    @property
+    def close_code(self) -> int | None:
+        value = self._detail("close_code")
+        return value if isinstance(value, int) else None
+
+
+class ProtocolError(TransportError):
+    """The server answered something that is not ComfyUI's protocol (non-JSON, wrong shape)."""
+
+    code = "protocol"
+
+    def __init__(self, message: str, details: Mapping[str, Any] | None = None, *, excerpt: str | None = None) -> None:
+        super().__init__(message, {**(details or {}), **_fields(excerpt=excerpt)})
+
+
+class HTTPStatusError(ComfyUIError):
+    """An HTTP status the call cannot use (404, 500 …)."""
+
+    code = "http"
+
+    def __init__(
+        self,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        *,
+        status: int | None = None,
+        url: str | None = None,
+        body_excerpt: str | None = None,
+    ) -> None:
+        super().__init__(message, {**(details or {}), **_fields(status=status, url=url, body_excerpt=body_excerpt)})
+
+    @property
+    def status(self) -> int | None:
+        value = self._detail("status")
+        return value if isinstance(value, int) else None
+
+
+class WorkflowValidationError(ComfyUIError):
+    """The workflow was rejected before it ran (``POST /prompt`` 400, or our own checks)."""
+
+    code = "validation"
+
+    def __init__(
+        self,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        *,
+        error_type: str | None = None,
+        node_errors: Mapping[str, Any] | None = None,
+    ) -> None:
+        merged = {**(details or {}), **_fields(error_type=error_type)}
+        if node_errors is not None:
+            merged["node_errors"] = dict(node_errors)
+        merged.setdefault("node_errors", {})
+        super().__init__(message, merged)
+
+    @property
+    def node_errors(self) -> dict[str, Any]:
+        value = self._detail("node_errors")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def error_type(self) -> str | None:
+        value = self._detail("error_type")
+        return value if isinstance(value, str) else None
+
+
+class ExecutionError(ComfyUIError):
+    """A node raised while the prompt ran (``execution_error``)."""
+
+    code = "execution"
+
+    def __init__(
+        self,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        *,
+        prompt_id: str | None = None,
+        node_id: str | None = None,
+        node_type: str | None = None,
+        exception_type: str | None = None,
+        exception_message: str | None = None,
+        traceback: list[str] | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            {
+                **(details or {}),
+                **_fields(
+                    prompt_id=prompt_id,
+                    node_id=node_id,
+                    node_type=node_type,
+                    exception_type=exception_type,
+                    exception_message=exception_message,
+                    traceback=traceback,
+                ),
+            },
+        )
+
+    @property
+    def node_id(self) -> str | None:
+        value = self._detail("node_id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def node_type(self) -> str | None:
+        value = self._detail("node_type")
+        return value if isinstance(value, str) else None
+
+    @property
+    def exception_type(self) -> str | None:
+        value = self._detail("exception_type")
+        return value if isinstance(value, str) else None
+
+    @property
+    def traceback(self) -> list[str]:
+        value = self._detail("traceback")
+        return [str(v) for v in value] if isinstance(value, list) else []
+
+
+class PromptInterruptedError(ComfyUIError):
+    """The prompt was stopped by ``POST /interrupt`` (by us or by someone else)."""
+
+    code = "interrupted"
+
+    def __init__(
+        self,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        *,
+        prompt_id: str | None = None,
+        node_id: str | None = None,
+        node_type: str | None = None,
+    ) -> None:
+        super().__init__(message, {**(details or {}), **_fields(prompt_id=prompt_id, node_id=node_id, node_type=node_type)})
+
+
+class JobCancelledError(ComfyUIError):
+    """We were asked to stop waiting (revoke, shutdown); the prompt was deleted or interrupted."""
+
+    code = "cancelled"
+
+    def __init__(self, message: str, details: Mapping[str, Any] | None = None, *, prompt_id: str | None = None) -> None:
+        super().__init__(message, {**(details or {}), **_fields(prompt_id=prompt_id)})
+
+
+class PromptNotFoundError(ComfyUIError):
+    """The prompt is in neither the queue nor the history (deleted, or the server restarted)."""
+
+    code = "prompt_lost"
+
+    def __init__(self, message: str, details: Mapping[str, Any] | None = None, *, prompt_id: str | None = None) -> None:
+        super().__init__(message, {**(details or {}), **_fields(prompt_id=prompt_id)})
+
+
+#: Every concrete class, for tests and for documentation tables.
+ALL_ERRORS: tuple[type[ComfyUIError], ...] = (
+    ComfyUIError,
+    TransportError,
+    ConnectionFailedError,
+    TransportTimeoutError,
+    JobTimeoutError,
+    ConnectionLostError,
+    ProtocolError,
+    HTTPStatusError,
+    WorkflowValidationError,
+    ExecutionError,
+    PromptInterruptedError,
+    JobCancelledError,
+    PromptNotFoundError,
+)
