@@ -21,6 +21,7 @@ TimeoutPhase = Literal["connect", "handshake", "idle", "request", "job"]
 
 __all__ = [
     "ComfyUIError",
+    "ComfyUITimeoutError",
     "ConnectionFailedError",
     "ConnectionLostError",
     "ExecutionError",

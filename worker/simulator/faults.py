@@ -47,6 +47,8 @@ class Faults:
             self.corrupt_frames = 0
             self.duplicate_frames = 0
             self.reorder_frames = 0
+            #: when set, only frames of this message type are corrupted, duplicated or reordered
+            self.mangle_only: str | None = None
             self.prompt_reply_delay = 0.0
             self.routes: list[RouteFault] = []
             self.drop_now_requested = False
@@ -101,6 +103,8 @@ class Faults:
                 self.duplicate_frames = int(spec["duplicate_frames"])
             if "reorder_frames" in spec:
                 self.reorder_frames = int(spec["reorder_frames"])
+            if "mangle_only" in spec:
+                self.mangle_only = spec["mangle_only"]
             if "prompt_reply_delay" in spec:
                 self.prompt_reply_delay = float(spec["prompt_reply_delay"])
             if spec.get("restart"):
@@ -158,8 +162,10 @@ class Faults:
                 self.drop_at_event = (name, left - 1)
             return False
 
-    def take_frame_mangling(self) -> str | None:
+    def take_frame_mangling(self, event: str | None) -> str | None:
         with self._lock:
+            if self.mangle_only is not None and event != self.mangle_only:
+                return None
             if self.corrupt_frames > 0:
                 self.corrupt_frames -= 1
                 return "corrupt"

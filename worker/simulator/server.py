@@ -130,14 +130,14 @@ class SimulatorApp:
                 socket = self.sockets.get(target)
                 targets = [socket] if socket is not None else []
             for ws in targets:
-                await self._send_frame(ws, kind, payload)
+                await self._send_frame(ws, kind, payload, event)
             if targets and self.faults.count_message(event):
                 await self.drop_all()
 
-    async def _send_frame(self, ws: web.WebSocketResponse, kind: str, payload: str | bytes) -> None:
+    async def _send_frame(self, ws: web.WebSocketResponse, kind: str, payload: str | bytes, event: str | None) -> None:
         if self.faults.silent:
             return
-        mangling = self.faults.take_frame_mangling()
+        mangling = self.faults.take_frame_mangling(event)
         if mangling == "corrupt":
             payload = payload[: max(1, len(payload) // 2)] if kind == "text" else payload[:3]
         if mangling == "reorder" and self._held is None:

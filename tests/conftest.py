@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.traces import load_workflow
+from worker.simulator import ComfyUISimulator, SimulatorTiming
+
+FAST = SimulatorTiming(node_seconds=0.001, sampler_step_seconds=0.01, input_time_scale=0.05)
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[ComfyUISimulator]:
+    with ComfyUISimulator(timing=dataclasses.replace(FAST, per_class_seconds={}), root=tmp_path / "sim") as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def txt2img() -> dict[str, Any]:
+    return load_workflow("txt2img-sd15-random.json")
+
+
+@pytest.fixture
+def image_only() -> dict[str, Any]:
+    return load_workflow("image-only-save.json")
+
+
+def slow_workflow(steps: int = 8, seconds_per_step: float = 0.2, salt: int = 0) -> dict[str, Any]:
+    """LabSlowProgress → LabTextOutput: with FAST timing, ``seconds_per_step`` is scaled by 0.05."""
+    return {
+        "1": {"class_type": "LabSlowProgress", "inputs": {"steps": steps, "seconds_per_step": seconds_per_step, "salt": salt}},
+        "2": {"class_type": "LabTextOutput", "inputs": {"text": "done", "value": ["1", 0]}},
+    }
