@@ -242,7 +242,7 @@ class SimulatorApp:
             return web.Response(status=refusal, text="simulated refusal")
         if self.faults.handshake_delay:
             await asyncio.sleep(self.faults.handshake_delay)
-        ws = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024)
+        ws = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024, autoping=False)
         await ws.prepare(request)
         self.ws_connections += 1
         sid = request.query.get("clientId", "") or uuid.uuid4().hex
@@ -256,6 +256,10 @@ class SimulatorApp:
                 await self._write(ws, "text", encode_text(ExecutingData(self.engine.last_node_id)))
             first = True
             async for msg in ws:
+                if msg.type == WSMsgType.PING:
+                    if not self.faults.silent:  # a silent peer answers nothing, pings included
+                        await ws.pong(msg.data)
+                    continue
                 if msg.type != WSMsgType.TEXT:
                     continue
                 try:
@@ -611,7 +615,8 @@ class ComfyUISimulator:
             loop.close()
 
     async def _startup(self) -> None:
-        self._runner = web.AppRunner(self.sim.app, handle_signals=False, shutdown_timeout=1.0)
+        # no access log: request lines carry query strings, and a `?token=` is a credential
+        self._runner = web.AppRunner(self.sim.app, handle_signals=False, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

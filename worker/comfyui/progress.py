@@ -1,0 +1,255 @@
+"""Job progress from ComfyUI's events: a real, monotonic 0 to 100 %.
+
+The naive formula — sum(value) / sum(max) over the nodes of the latest ``progress_state`` —
+jumps around because a snapshot lists only the nodes that have *started*: on the traced
+txt2img run it reads 0 %, 100 % after the first node, then 50 %, 67 % … Here the denominator is
+fixed when the job starts: every node of the submitted graph minus the cached ones, each with
+a weight (a node with a numeric ``steps`` input weighs its steps, the others 1). A node not yet
+started counts as 0 of its weight. Progress never decreases, stays below 100 until completion
+is confirmed, and is exactly 100 at success.
+
+Servers without ``progress_state`` (before 0.3.45) get the same result from ``executing``,
+``progress`` and ``executed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from worker.clock import Clock
+from worker.comfyui import protocol as p
+
+__all__ = ["JobProgressState", "JobStatus", "ProgressTracker", "naive_progress", "node_weights"]
+
+#: Progress shown while the job runs never reaches 100: that is reserved for confirmed success.
+RUNNING_CAP = 99.9
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class JobProgressState:
+    """What a poller sees about one prompt."""
+
+    prompt_id: str
+    progress: float
+    status: JobStatus
+    current_node_id: str | None = None
+    current_node_type: str | None = None
+    node_value: float | None = None
+    node_max: float | None = None
+    nodes_done: int = 0
+    nodes_total: int = 0
+    queue_position: int | None = None
+    method: str = "websocket"
+    updated_at: float = 0.0
+
+    def same_as(self, other: JobProgressState | None) -> bool:
+        """Equal in everything but the timestamp: the throttle's notion of 'no change'."""
+        return other is not None and replace(self, updated_at=0.0) == replace(other, updated_at=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["progress"] = round(self.progress, 1)
+        return data
+
+
+def node_weights(workflow: Mapping[str, Any], overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+    """A weight per node id: ``overrides`` by node id or class type, else ``steps`` if numeric, else 1."""
+    overrides = overrides or {}
+    weights: dict[str, float] = {}
+    for node_id, raw in workflow.items():
+        node = raw if isinstance(raw, dict) else {}
+        class_type = node.get("class_type")
+        if node_id in overrides:
+            weights[node_id] = float(overrides[node_id])
+            continue
+        if isinstance(class_type, str) and class_type in overrides:
+            weights[node_id] = float(overrides[class_type])
+            continue
+        steps = (node.get("inputs") or {}).get("steps")
+        weights[node_id] = float(steps) if isinstance(steps, int | float) and not isinstance(steps, bool) and steps > 0 else 1.0
+    return weights
+
+
+def naive_progress(snapshot: p.ProgressStateMessageData) -> float:
+    """The seed's formula, kept for comparison in reports and tests: not monotonic."""
+    total = sum(float(n.max) for n in snapshot.nodes.values())
+    return 100.0 * sum(float(n.value) for n in snapshot.nodes.values()) / total if total else 0.0
+
+
+def _fraction(value: float, maximum: float) -> float:
+    if maximum <= 0:
+        return 0.0
+    return min(1.0, max(0.0, value / maximum))
+
+
+class ProgressTracker:
+    """Folds one prompt's events into a :class:`JobProgressState`. Pure: no I/O, injected clock."""
+
+    def __init__(
+        self,
+        prompt_id: str,
+        workflow: Mapping[str, Any],
+        *,
+        clock: Clock,
+        method: str = "websocket",
+        weights: Mapping[str, float] | None = None,
+    ) -> None:
+        self.prompt_id = prompt_id
+        self.method = method
+        self._clock = clock
+        self._types = {k: str(v.get("class_type")) for k, v in workflow.items() if isinstance(v, dict)}
+        self._weights = node_weights(workflow, weights)
+        self._fraction: dict[str, float] = {}
+        self._cached: set[str] = set()
+        self._finished: set[str] = set()
+        self._status = JobStatus.QUEUED
+        self._progress = 0.0
+        self._current: str | None = None
+        self._node_value: float | None = None
+        self._node_max: float | None = None
+        self._queue_position: int | None = None
+        self._seen_progress_state = False
+
+    # ------------------------------------------------------------------ inputs
+
+    def apply(self, message: p.ComfyUIMessage) -> bool:
+        """Fold one message in; messages of other prompts are ignored. True if anything changed."""
+        before = self.state(stamp=False)
+        self._apply(message)
+        return not self.state(stamp=False).same_as(before)
+
+    def _apply(self, message: p.ComfyUIMessage) -> None:
+        if isinstance(message, p.ExecutingData) and message.is_reconnect_replay:
+            # ``{"node": id}`` after a reconnect: only sent for the prompt running under our client id
+            if self._status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                self._start_node(message.node)
+            return
+        if getattr(message, "prompt_id", None) != self.prompt_id:
+            return
+        if isinstance(message, p.ExecutionStartData):
+            self._set_running()
+        elif isinstance(message, p.ExecutionCachedData):
+            self._set_running()
+            self._cached.update(n for n in message.nodes if n in self._weights)
+        elif isinstance(message, p.ProgressStateMessageData):
+            self._set_running()
+            self._seen_progress_state = True
+            for node_id, node in message.nodes.items():
+                if node_id not in self._weights:
+                    continue
+                if node.state == "finished":
+                    self._finish(node_id)
+                else:
+                    self._raise(node_id, _fraction(float(node.value), float(node.max)))
+                    self._current = node_id
+                    self._node_value, self._node_max = float(node.value), float(node.max)
+        elif isinstance(message, p.ProgressData):
+            self._set_running()
+            reporting = message.node or self._current
+            if reporting is not None and reporting in self._weights:
+                self._raise(reporting, _fraction(float(message.value), float(message.max)))
+                self._current = reporting
+            self._node_value, self._node_max = float(message.value), float(message.max)
+        elif isinstance(message, p.ExecutingData):
+            self._set_running()
+            if message.node is None:
+                for node_id in self._weights:
+                    if node_id not in self._cached:
+                        self._finish(node_id)
+                self._current = None
+                self._node_value = self._node_max = None
+            else:
+                if not self._seen_progress_state and self._current is not None and self._current != message.node:
+                    self._finish(self._current)  # older servers: the next node starting ends the previous one
+                self._start_node(message.node)
+        elif isinstance(message, p.ExecutedMessageData):
+            self._finish(message.node)
+        elif isinstance(message, p.ExecutionErrorData) and message.is_fatal:
+            self._status = JobStatus.FAILED
+        elif isinstance(message, p.ExecutionInterruptedData):
+            self._status = JobStatus.INTERRUPTED
+        self._recompute()
+
+    def _start_node(self, node_id: str | None) -> None:
+        self._set_running()
+        if node_id is not None and node_id != self._current:
+            self._current = node_id
+            self._node_value, self._node_max = None, None
+
+    def _set_running(self) -> None:
+        if self._status is JobStatus.QUEUED:
+            self._status = JobStatus.RUNNING
+            self._queue_position = None
+
+    def _raise(self, node_id: str, fraction: float) -> None:
+        self._fraction[node_id] = max(self._fraction.get(node_id, 0.0), fraction)
+
+    def _finish(self, node_id: str) -> None:
+        if node_id in self._weights:
+            self._fraction[node_id] = 1.0
+            self._finished.add(node_id)
+
+    def _recompute(self) -> None:
+        if self._status is JobStatus.COMPLETED:
+            return
+        live = [n for n in self._weights if n not in self._cached]
+        total = sum(self._weights[n] for n in live)
+        done = sum(self._weights[n] * self._fraction.get(n, 0.0) for n in live)
+        raw = 100.0 * done / total if total else 0.0
+        self._progress = max(self._progress, min(raw, RUNNING_CAP))
+
+    def set_queue_position(self, position: int | None) -> None:
+        """From ``GET /queue`` (0 = next to run); only meaningful while queued."""
+        if self._status is JobStatus.QUEUED:
+            self._queue_position = position
+
+    def complete(self) -> None:
+        """Success confirmed (history says so): exactly 100 %."""
+        self._status = JobStatus.COMPLETED
+        self._progress = 100.0
+        self._finished.update(n for n in self._weights if n not in self._cached)
+        self._current = None
+        self._node_value = self._node_max = None
+
+    def end(self, status: JobStatus) -> None:
+        """The job ended otherwise (failed, interrupted, cancelled): progress stays where it was."""
+        self._status = status
+
+    def set_method(self, method: str) -> None:
+        self.method = method
+
+    # ------------------------------------------------------------------ output
+
+    @property
+    def status(self) -> JobStatus:
+        return self._status
+
+    def state(self, *, stamp: bool = True) -> JobProgressState:
+        live = [n for n in self._weights if n not in self._cached]
+        return JobProgressState(
+            prompt_id=self.prompt_id,
+            progress=self._progress,
+            status=self._status,
+            current_node_id=self._current,
+            current_node_type=self._types.get(self._current) if self._current else None,
+            node_value=self._node_value,
+            node_max=self._node_max,
+            nodes_done=sum(1 for n in live if n in self._finished),
+            nodes_total=len(live),
+            queue_position=self._queue_position,
+            method=self.method,
+            updated_at=self._clock.time() if stamp else 0.0,
+        )
