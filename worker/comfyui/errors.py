@@ -15,7 +15,10 @@ Design rules:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from worker.comfyui.protocol import ExecutionErrorData, ExecutionInterruptedData
 
 TimeoutPhase = Literal["connect", "handshake", "idle", "request", "job"]
 
@@ -245,6 +248,19 @@ class ExecutionError(ComfyUIError):
             },
         )
 
+    @classmethod
+    def from_event(cls, event: ExecutionErrorData) -> ExecutionError:
+        """The error an ``execution_error`` message (or its history copy) stands for."""
+        return cls(
+            f"{event.node_type} (node {event.node_id}) failed: {event.exception_type}: {event.exception_message.strip()}",
+            prompt_id=event.prompt_id,
+            node_id=event.node_id,
+            node_type=event.node_type,
+            exception_type=event.exception_type,
+            exception_message=event.exception_message,
+            traceback=list(event.traceback),
+        )
+
     @property
     def node_id(self) -> str | None:
         value = self._detail("node_id")
@@ -281,6 +297,15 @@ class PromptInterruptedError(ComfyUIError):
         node_type: str | None = None,
     ) -> None:
         super().__init__(message, {**(details or {}), **_fields(prompt_id=prompt_id, node_id=node_id, node_type=node_type)})
+
+    @classmethod
+    def from_event(cls, event: ExecutionInterruptedData) -> PromptInterruptedError:
+        return cls(
+            f"prompt {event.prompt_id} was interrupted at node {event.node_id} ({event.node_type})",
+            prompt_id=event.prompt_id,
+            node_id=event.node_id,
+            node_type=event.node_type,
+        )
 
 
 class JobCancelledError(ComfyUIError):

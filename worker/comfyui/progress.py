@@ -14,6 +14,7 @@ Servers without ``progress_state`` (before 0.3.45) get the same result from ``ex
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
@@ -96,7 +97,10 @@ def _fraction(value: float, maximum: float) -> float:
 
 
 class ProgressTracker:
-    """Folds one prompt's events into a :class:`JobProgressState`. Pure: no I/O, injected clock."""
+    """Folds one prompt's events into a :class:`JobProgressState`. Pure: no I/O, injected clock.
+
+    Thread-safe: a WebSocket thread may feed it while the job's thread reads and completes it.
+    """
 
     def __init__(
         self,
@@ -122,14 +126,16 @@ class ProgressTracker:
         self._node_max: float | None = None
         self._queue_position: int | None = None
         self._seen_progress_state = False
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ inputs
 
     def apply(self, message: p.ComfyUIMessage) -> bool:
         """Fold one message in; messages of other prompts are ignored. True if anything changed."""
-        before = self.state(stamp=False)
-        self._apply(message)
-        return not self.state(stamp=False).same_as(before)
+        with self._lock:
+            before = self.state(stamp=False)
+            self._apply(message)
+            return not self.state(stamp=False).same_as(before)
 
     def _apply(self, message: p.ComfyUIMessage) -> None:
         if isinstance(message, p.ExecutingData) and message.is_reconnect_replay:
@@ -213,20 +219,24 @@ class ProgressTracker:
 
     def set_queue_position(self, position: int | None) -> None:
         """From ``GET /queue`` (0 = next to run); only meaningful while queued."""
-        if self._status is JobStatus.QUEUED:
-            self._queue_position = position
+        with self._lock:
+            if self._status is JobStatus.QUEUED:
+                self._queue_position = position
 
     def complete(self) -> None:
         """Success confirmed (history says so): exactly 100 %."""
-        self._status = JobStatus.COMPLETED
-        self._progress = 100.0
-        self._finished.update(n for n in self._weights if n not in self._cached)
-        self._current = None
-        self._node_value = self._node_max = None
+        with self._lock:
+            self._status = JobStatus.COMPLETED
+            self._progress = 100.0
+            self._finished.update(n for n in self._weights if n not in self._cached)
+            self._current = None
+            self._node_value = self._node_max = None
 
     def end(self, status: JobStatus) -> None:
         """The job ended otherwise (failed, interrupted, cancelled): progress stays where it was."""
-        self._status = status
+        with self._lock:
+            if self._status is not JobStatus.COMPLETED:
+                self._status = status
 
     def set_method(self, method: str) -> None:
         self.method = method
@@ -238,6 +248,10 @@ class ProgressTracker:
         return self._status
 
     def state(self, *, stamp: bool = True) -> JobProgressState:
+        with self._lock:
+            return self._snapshot(stamp)
+
+    def _snapshot(self, stamp: bool) -> JobProgressState:
         live = [n for n in self._weights if n not in self._cached]
         return JobProgressState(
             prompt_id=self.prompt_id,

@@ -251,9 +251,16 @@ class ComfyUIWebSocketClient:
     def on_connection(self, handler: Callable[[ConnectionEvent], None]) -> Unsubscribe:
         return self._connection.add(handler, None)
 
-    def watch(self, prompt_id: str, workflow: Mapping[str, Any], *, weights: Mapping[str, float] | None = None) -> ProgressTracker:
-        """Track a prompt's progress; call before submitting it so early events count."""
-        tracker = ProgressTracker(prompt_id, workflow, clock=self._clock, weights=weights)
+    def watch(
+        self,
+        prompt_id: str,
+        workflow: Mapping[str, Any],
+        *,
+        weights: Mapping[str, float] | None = None,
+        tracker: ProgressTracker | None = None,
+    ) -> ProgressTracker:
+        """Track a prompt's progress (in ``tracker`` if given); call before submitting it so early events count."""
+        tracker = tracker or ProgressTracker(prompt_id, workflow, clock=self._clock, weights=weights)
         with self._lock:
             self._trackers[prompt_id] = tracker
         return tracker
@@ -548,7 +555,7 @@ class ComfyUIWebSocketClient:
             if not message.is_fatal:
                 self._log.info("comfyui: node %s blocked its branch: %s", message.node_id, message.exception_message.strip())
                 return
-            self._error(prompt_id, execution_error(message))
+            self._error(prompt_id, ExecutionError.from_event(message))
             completion = PromptCompletion(prompt_id, "error", message)
         elif isinstance(message, p.ExecutionInterruptedData):
             self._error(
@@ -584,16 +591,3 @@ class ComfyUIWebSocketClient:
             handler(value)
         except Exception:  # noqa: BLE001 - isolation is the point
             self._log.exception("comfyui websocket handler %r failed", getattr(handler, "__qualname__", handler))
-
-
-def execution_error(message: p.ExecutionErrorData) -> ExecutionError:
-    """The typed error for an ``execution_error`` message (shared by the WebSocket and REST paths)."""
-    return ExecutionError(
-        f"{message.node_type} (node {message.node_id}) failed: {message.exception_type}: {message.exception_message.strip()}",
-        prompt_id=message.prompt_id,
-        node_id=message.node_id,
-        node_type=message.node_type,
-        exception_type=message.exception_type,
-        exception_message=message.exception_message,
-        traceback=list(message.traceback),
-    )

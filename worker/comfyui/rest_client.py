@@ -1,0 +1,232 @@
+"""The ComfyUI REST API (protocol §8) as typed methods.
+
+``POST /prompt`` is never retried blindly: after a transport failure the prompt id (always
+ours) is looked up in ``/queue`` and ``/history`` first, so a prompt is never submitted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from worker.clock import Clock, SystemClock
+from worker.comfyui.errors import ComfyUIError, HTTPStatusError, ProtocolError, TransportError, WorkflowValidationError
+from worker.comfyui.http_transport import HTTPSettings, HTTPTransport
+from worker.comfyui.urls import ServerURL, redact_url
+
+__all__ = ["ComfyUIRestClient", "HealthReport", "QueueSnapshot", "SubmittedPrompt"]
+
+
+@dataclass(frozen=True)
+class SubmittedPrompt:
+    prompt_id: str
+    number: float
+    #: outputs that failed validation and were dropped (a 200 can still carry some)
+    node_errors: dict[str, Any] = field(default_factory=dict)
+    #: True when a lost reply was recovered by finding the prompt on the server
+    recovered: bool = False
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    running: list[str]
+    #: pending prompt ids in execution order (the server lists them in heap order, §8.3)
+    pending: list[str]
+
+    def position(self, prompt_id: str) -> int | None:
+        """0 = next to run; None when not pending."""
+        return self.pending.index(prompt_id) if prompt_id in self.pending else None
+
+    def contains(self, prompt_id: str) -> bool:
+        return prompt_id in self.running or prompt_id in self.pending
+
+    @property
+    def remaining(self) -> int:
+        return len(self.running) + len(self.pending)
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    ok: bool
+    reason: str
+    latency_ms: float | None = None
+    comfyui_version: str | None = None
+    queue_remaining: int | None = None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _queue_ids(items: Any, what: str) -> list[tuple[float, str]]:
+    if not isinstance(items, list):
+        raise ProtocolError(f"/queue: {what} is not a list", excerpt=str(items)[:200])
+    out: list[tuple[float, str]] = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) >= 2 and isinstance(item[1], str)):
+            raise ProtocolError(f"/queue: unexpected {what} item", excerpt=str(item)[:200])
+        number = item[0] if isinstance(item[0], int | float) and not isinstance(item[0], bool) else 0.0
+        out.append((float(number), item[1]))
+    return out
+
+
+class ComfyUIRestClient:
+    """REST calls to one ComfyUI server; safe to share between threads."""
+
+    def __init__(
+        self,
+        server_url: str | ServerURL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        http: HTTPSettings | None = None,
+        session_factory: Any = requests.Session,
+        clock: Clock | None = None,
+        logger: logging.Logger | None = None,
+        health_timeout: float = 5.0,
+    ) -> None:
+        self.server = server_url if isinstance(server_url, ServerURL) else ServerURL.parse(server_url)
+        self.server_url = redact_url(self.server.base)
+        self._clock = clock or SystemClock()
+        self._log = logger or logging.getLogger(__name__)
+        self.health_timeout = health_timeout
+        self.http = HTTPTransport(
+            self.server, headers=headers, settings=http, session_factory=session_factory, clock=self._clock, logger=self._log
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    # ------------------------------------------------------------------ prompts
+
+    def queue_prompt(
+        self,
+        workflow: Mapping[str, Any],
+        prompt_id: str,
+        client_id: str | None,
+        *,
+        extra_data: Mapping[str, Any] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> SubmittedPrompt:
+        """``POST /prompt`` exactly once; a lost reply is recovered from ``/queue`` and ``/history``."""
+        body: dict[str, Any] = {"prompt": dict(workflow), "prompt_id": prompt_id}
+        if client_id is not None:
+            body["client_id"] = client_id
+        if extra_data:
+            body["extra_data"] = dict(extra_data)
+        try:
+            response = self.http.request("POST", "/prompt", json_body=body, idempotent=False, accept=(200, 400), cancel=cancel)
+        except TransportError as exc:
+            if self._prompt_known(prompt_id, cancel):
+                self._log.warning("comfyui POST /prompt reply lost (%s), but prompt %s is on the server: not resubmitting", exc, prompt_id)
+                return SubmittedPrompt(prompt_id, 0.0, recovered=True)
+            raise
+        data = self.http.decode(response)
+        if not isinstance(data, dict):
+            raise ProtocolError("POST /prompt did not answer a JSON object", excerpt=str(data)[:200])
+        if response.status_code == 400:
+            error = _dict(data.get("error"))
+            node_errors = _dict(data.get("node_errors"))
+            message = str(error.get("message") or "the workflow failed validation")
+            if error.get("details"):
+                message = f"{message}: {error['details']}"
+            raise WorkflowValidationError(message, error_type=str(error.get("type") or "invalid_prompt"), node_errors=node_errors)
+        if data.get("prompt_id") != prompt_id:
+            raise ProtocolError(
+                "the server did not keep our prompt_id (ComfyUI older than 0.3.45?)", excerpt=str(data.get("prompt_id"))[:80]
+            )
+        node_errors = _dict(data.get("node_errors"))
+        if node_errors:
+            self._log.warning("comfyui accepted prompt %s but dropped outputs that failed validation: %s", prompt_id, sorted(node_errors))
+        number = data.get("number")
+        return SubmittedPrompt(prompt_id, float(number) if isinstance(number, int | float) else 0.0, node_errors)
+
+    def _prompt_known(self, prompt_id: str, cancel: threading.Event | None) -> bool:
+        """Whether the server has this prompt (queued, running or finished). Transport errors propagate."""
+        self._clock.sleep(0.2, cancel)  # let a request still in flight land first
+        return self.get_queue(cancel=cancel).contains(prompt_id) or self.get_history(prompt_id, cancel=cancel) is not None
+
+    def get_history(self, prompt_id: str, *, cancel: threading.Event | None = None) -> dict[str, Any] | None:
+        """The history entry, or None while queued/running/unknown (the server answers ``{}``)."""
+        data = self.http.get_json(f"/history/{prompt_id}", cancel=cancel)
+        if not isinstance(data, dict):
+            raise ProtocolError("GET /history did not answer a JSON object", excerpt=str(data)[:200])
+        entry = data.get(prompt_id)
+        if entry is None:
+            return None
+        if not isinstance(entry, dict):
+            raise ProtocolError("GET /history: the entry is not an object", excerpt=str(entry)[:200])
+        return entry
+
+    def get_queue(self, *, cancel: threading.Event | None = None) -> QueueSnapshot:
+        data = self.http.get_json("/queue", cancel=cancel)
+        if not isinstance(data, dict):
+            raise ProtocolError("GET /queue did not answer a JSON object", excerpt=str(data)[:200])
+        running = [pid for _, pid in _queue_ids(data.get("queue_running", []), "queue_running")]
+        pending = [pid for _, pid in sorted(_queue_ids(data.get("queue_pending", []), "queue_pending"))]
+        return QueueSnapshot(running, pending)
+
+    def queue_remaining(self) -> int:
+        data = self.http.get_json("/prompt")
+        try:
+            return int(data["exec_info"]["queue_remaining"])
+        except (KeyError, TypeError, ValueError):
+            raise ProtocolError("GET /prompt: no exec_info.queue_remaining", excerpt=str(data)[:200]) from None
+
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        """Interrupt ``prompt_id`` if it is the one running (ComfyUI >= 0.3.57), or whatever runs."""
+        body = {"prompt_id": prompt_id} if prompt_id is not None else None
+        self.http.request("POST", "/interrupt", json_body=body, idempotent=True)
+
+    def delete_queued(self, prompt_ids: list[str]) -> None:
+        self.http.request("POST", "/queue", json_body={"delete": list(prompt_ids)}, idempotent=True)
+
+    # ------------------------------------------------------------------ files and info
+
+    def download(self, filename: str, subfolder: str = "", file_type: str = "output") -> bytes:
+        response = self.http.request("GET", "/view", params={"filename": filename, "subfolder": subfolder, "type": file_type})
+        if len(response.content) > self.http.settings.max_download_bytes:
+            raise ProtocolError(f"/view returned {len(response.content)} bytes, more than allowed")
+        return response.content
+
+    def upload_image(
+        self, content: bytes, filename: str, *, subfolder: str = "", file_type: str = "input", overwrite: bool = False
+    ) -> dict[str, Any]:
+        """``POST /upload/image``; use the returned ``name`` (it may differ from ``filename``)."""
+        files = {"image": (filename, content, "application/octet-stream")}
+        data = {"type": file_type, "subfolder": subfolder, "overwrite": "true" if overwrite else "false"}
+        result = self.http.decode(self.http.request("POST", "/upload/image", files=files, data=data, idempotent=False))
+        if not isinstance(result, dict) or not isinstance(result.get("name"), str):
+            raise ProtocolError("POST /upload/image: no name in the answer", excerpt=str(result)[:200])
+        return result
+
+    def system_stats(self) -> dict[str, Any]:
+        data = self.http.get_json("/system_stats")
+        if not isinstance(data, dict):
+            raise ProtocolError("GET /system_stats did not answer a JSON object", excerpt=str(data)[:200])
+        return data
+
+    def object_info(self, node_class: str | None = None) -> dict[str, Any]:
+        data = self.http.get_json("/object_info" if node_class is None else f"/object_info/{node_class}")
+        if not isinstance(data, dict):
+            raise ProtocolError("GET /object_info did not answer a JSON object", excerpt=str(data)[:200])
+        return data
+
+    def health_check(self) -> HealthReport:
+        """One bounded ``GET /system_stats`` (no retries): fast, and says why it failed."""
+        started = self._clock.monotonic()
+        timeout = (self.health_timeout, self.health_timeout)
+        try:
+            data = self.http.decode(self.http.request("GET", "/system_stats", idempotent=False, timeout=timeout))
+        except (ComfyUIError, HTTPStatusError) as exc:
+            return HealthReport(False, f"{exc.code}: {exc}")
+        latency = (self._clock.monotonic() - started) * 1000.0
+        system = data.get("system") if isinstance(data, dict) else None
+        if not isinstance(system, dict):
+            return HealthReport(False, "protocol: /system_stats has no 'system' object (not ComfyUI?)", latency)
+        version = system.get("comfyui_version")
+        return HealthReport(True, "ok", latency, version if isinstance(version, str) else None)
