@@ -38,7 +38,7 @@ from worker.comfyui.errors import (
 )
 from worker.comfyui.http_transport import HTTPSettings
 from worker.comfyui.progress import JobProgressState, JobStatus, ProgressTracker
-from worker.comfyui.rest_client import ComfyUIRestClient
+from worker.comfyui.rest_client import ComfyUIRestClient, SubmittedPrompt
 from worker.comfyui.results import WorkflowResult, error_from_history, files_from_outputs, history_outcome
 from worker.comfyui.urls import ServerURL
 from worker.comfyui.websocket_client import ComfyUIWebSocketClient, ConnectionEvent, PromptCompletion, WebSocketFactory, WebSocketSettings
@@ -105,6 +105,9 @@ class _Job:
         timeout: float | None,
         extra_data: Mapping[str, Any] | None,
         submit: bool,
+        reattach: bool,
+        on_submitted: Callable[[SubmittedPrompt], None] | None,
+        listener: Callable[[PodEvent], None] | None,
     ) -> None:
         self.client = client
         self.workflow = workflow
@@ -116,6 +119,9 @@ class _Job:
         self.deadline = Deadline(client.clock, timeout)
         self.extra_data = extra_data
         self.submitted = not submit
+        self.reattach = reattach
+        self.on_submitted = on_submitted
+        self.listener = listener
         self.started = client.clock.monotonic()
         self.tracker = ProgressTracker(prompt_id, workflow, clock=client.clock)
         self.method: Literal["websocket", "rest_polling"] = "websocket"
@@ -188,11 +194,17 @@ class ComfyUIPodClient(ComfyUIRestClient):
 
         Options: ``prompt_id``, ``client_id``, ``on_progress``, ``on_tick`` (called at least every
         ``wait_slice`` seconds, e.g. for a throttle's trailing delivery), ``cancel`` (an Event),
-        ``timeout`` (seconds), ``extra_data``, ``submit`` (False: follow a prompt already on the pod).
+        ``timeout`` (seconds), ``extra_data``, ``submit`` (False: follow a prompt already on the
+        pod), ``reattach`` (look the prompt id up first: after a redelivery, follow the prompt
+        already there or return its result instead of submitting again), ``on_submitted``
+        (called once the pod accepted the prompt), ``listener`` (connection and fallback events).
         """
         job = self._job(workflow, **options)
         self._require_healthy()
-        ws = self._websocket(job.client_id)
+        early = self._reattach(job)
+        if early is not None:
+            return early
+        ws = self._websocket(job)
         try:
             try:
                 ws.connect()
@@ -210,7 +222,10 @@ class ComfyUIPodClient(ComfyUIRestClient):
     def execute_workflow_with_websocket(self, workflow: Mapping[str, Any], **options: Any) -> WorkflowResult:
         """The WebSocket only: raises a :class:`TransportError` when the socket cannot be used."""
         job = self._job(workflow, **options)
-        ws = self._websocket(job.client_id)
+        early = self._reattach(job)
+        if early is not None:
+            return early
+        ws = self._websocket(job)
         try:
             ws.connect()
             return self._follow(job, ws)
@@ -220,6 +235,9 @@ class ComfyUIPodClient(ComfyUIRestClient):
     def execute_workflow_with_polling(self, workflow: Mapping[str, Any], **options: Any) -> WorkflowResult:
         """Today's behaviour: ``POST /prompt``, then ``/history`` every ``poll_interval``."""
         job = self._job(workflow, **options)
+        early = self._reattach(job)
+        if early is not None:
+            return early
         return self._poll(job)
 
     # ------------------------------------------------------------------ set-up
@@ -236,6 +254,9 @@ class ComfyUIPodClient(ComfyUIRestClient):
         timeout: float | None = None,
         extra_data: Mapping[str, Any] | None = None,
         submit: bool = True,
+        reattach: bool = False,
+        on_submitted: Callable[[SubmittedPrompt], None] | None = None,
+        listener: Callable[[PodEvent], None] | None = None,
     ) -> _Job:
         graph = validate_workflow(workflow)
         prompt_id = prompt_id or str(uuid.uuid4())
@@ -250,6 +271,9 @@ class ComfyUIPodClient(ComfyUIRestClient):
             timeout=timeout if timeout is not None else self.settings.job_timeout,
             extra_data=extra_data,
             submit=submit,
+            reattach=reattach,
+            on_submitted=on_submitted,
+            listener=listener or self._listener,
         )
 
     def _require_healthy(self) -> None:
@@ -257,10 +281,25 @@ class ComfyUIPodClient(ComfyUIRestClient):
         if not report.ok:
             raise ConnectionFailedError(f"ComfyUI at {self.server_url} is not healthy: {report.reason}", url=self.server_url)
 
-    def _websocket(self, client_id: str) -> ComfyUIWebSocketClient:
+    def _reattach(self, job: _Job) -> WorkflowResult | None:
+        """With ``reattach``: a finished prompt gives its result (or error) now; a queued or
+        running one is followed without a new submission."""
+        if not job.reattach or job.submitted:
+            return None
+        entry = self.get_history(job.prompt_id, cancel=job.cancel)
+        if entry is not None:
+            self.log.info("comfyui prompt %s already finished on %s: returning its result", job.prompt_id, self.server_url)
+            job.submitted = True
+            return self._finish(job, entry)
+        if self.get_queue(cancel=job.cancel).contains(job.prompt_id):
+            self.log.info("comfyui prompt %s already queued on %s: re-attaching", job.prompt_id, self.server_url)
+            job.submitted = True
+        return None
+
+    def _websocket(self, job: _Job) -> ComfyUIWebSocketClient:
         ws = ComfyUIWebSocketClient(
             self.server,
-            client_id=client_id,
+            client_id=job.client_id,
             headers=self._headers,
             token=self._token,
             token_param=self._token_param,
@@ -269,22 +308,21 @@ class ComfyUIPodClient(ComfyUIRestClient):
             ws_factory=self._ws_factory,
             logger=self.log,
         )
-        if self._listener is not None:
-            ws.on_connection(self._emit)
+        ws.on_connection(lambda event: self._emit(job, event))
         return ws
 
-    def _emit(self, event: PodEvent) -> None:
-        if self._listener is None:
+    def _emit(self, job: _Job, event: PodEvent) -> None:
+        if job.listener is None:
             return
         try:
-            self._listener(event)
+            job.listener(event)
         except Exception:
             self.log.exception("pod event listener failed")
 
     def _fall_back(self, job: _Job, reason: FallbackReason, error: ComfyUIError) -> None:
         job.fallback_reason = reason
         self.log.warning("comfyui prompt %s: WebSocket unusable (%s: %s), falling back to REST polling", job.prompt_id, reason, error)
-        self._emit(FallbackEvent(job.prompt_id, reason, str(error)))
+        self._emit(job, FallbackEvent(job.prompt_id, reason, str(error)))
 
     def _submit(self, job: _Job, client_id: str | None) -> None:
         if job.submitted:
@@ -293,6 +331,11 @@ class ComfyUIPodClient(ComfyUIRestClient):
         submitted = self.queue_prompt(job.workflow, job.prompt_id, client_id, extra_data=job.extra_data, cancel=job.cancel)
         job.submitted = True
         job.node_errors = submitted.node_errors
+        if job.on_submitted is not None:
+            try:
+                job.on_submitted(submitted)
+            except Exception:
+                self.log.exception("on_submitted callback failed for prompt %s", job.prompt_id)
         job.publish()
 
     # ------------------------------------------------------------------ following on the socket

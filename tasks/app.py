@@ -1,0 +1,69 @@
+"""The Celery application: ``celery -A tasks.app worker``.
+
+Creating it reads the settings (a bad value stops the worker at start, naming the variable)
+but connects to nothing: Celery's prefork pool forks after import.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from config.settings import Settings
+from tasks.workflow import register
+
+__all__ = ["app", "create_app", "settings_of"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or Settings.from_env()
+    celery = Celery("comfy_celery", broker=settings.broker_url, backend=settings.result_backend, set_as_current=False)
+    celery.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # A job is acknowledged only when it ended; a lost worker gets it redelivered (bounded by
+        # max_retries, so a job that keeps crashing its worker cannot loop forever).
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_retry_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.job_time_limit,
+        task_time_limit=settings.job_hard_time_limit,
+        task_track_started=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        # result_extended would rewrite the whole workflow into the backend on every progress tick
+        result_extended=False,
+        result_expires=settings.result_expires,
+        task_default_queue=settings.default_queue,
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_hijack_root_logger=False,
+    )
+    if settings.broker_is_redis:
+        celery.conf.broker_transport_options = {"visibility_timeout": settings.visibility_timeout}
+    celery.conf.comfy_settings = settings
+    register(celery, settings)
+    return celery
+
+
+def settings_of(celery: Celery) -> Settings:
+    settings = celery.conf.comfy_settings
+    assert isinstance(settings, Settings)
+    return settings
+
+
+@signals.worker_init.connect
+def _log_settings(sender: Any = None, **_: Any) -> None:
+    celery = getattr(sender, "app", None)
+    if celery is not None and isinstance(getattr(celery.conf, "comfy_settings", None), Settings):
+        log.info("comfy-celery worker settings: %s", settings_of(celery).describe())
+
+
+app = create_app()

@@ -1,0 +1,57 @@
+"""What a web backend does: enqueue a workflow, then read its state from ``AsyncResult``.
+
+A backend does not need this module (``app.send_task("comfy.run_workflow", ...)`` is enough);
+it documents the contract in code and serves the command line and the demo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Celery
+from celery.result import AsyncResult
+
+from tasks.workflow import TASK_NAME
+from worker.comfyui.errors import ComfyUIError
+from worker.comfyui.workflow import validate_workflow
+
+__all__ = ["enqueue_workflow", "job_status"]
+
+
+def enqueue_workflow(
+    celery: Celery,
+    workflow: Mapping[str, Any],
+    *,
+    job_type: str = "image_generation",
+    pod: str | None = None,
+    timeout: float | None = None,
+    queue: str | None = None,
+    task_id: str | None = None,
+) -> AsyncResult:  # type: ignore[type-arg]
+    """Check the workflow, then enqueue it; the task id is also the ComfyUI prompt id."""
+    options: dict[str, Any] = {"job_type": job_type}
+    if pod is not None:
+        options["pod"] = pod
+    if timeout is not None:
+        options["timeout"] = timeout
+    result: AsyncResult = celery.send_task(  # type: ignore[type-arg]
+        TASK_NAME, args=[validate_workflow(workflow)], kwargs={"options": options}, queue=queue, task_id=task_id
+    )
+    return result
+
+
+def job_status(result: AsyncResult) -> dict[str, Any]:  # type: ignore[type-arg]
+    """A JSON view of a task for a poller: state, PROGRESS meta, result or structured error."""
+    state = str(result.state)  # custom states such as PROGRESS are outside Celery's typed set
+    info = result.info
+    view: dict[str, Any] = {"task_id": result.id, "state": state}
+    if state == "PROGRESS" and isinstance(info, dict):
+        view["progress"] = info
+    elif state == "SUCCESS":
+        view["result"] = info
+    elif state == "FAILURE":
+        view["error"] = info.to_dict() if isinstance(info, ComfyUIError) else {"code": "task_error", "message": repr(info)}
+    elif state == "REVOKED":
+        view["error"] = {"code": "cancelled", "message": str(info)}
+    return view

@@ -1,0 +1,113 @@
+"""The fleet's ComfyUI servers: one client per pod per process, and pod choice.
+
+Clients are created lazily, after Celery's prefork pool has forked: nothing connects at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from config.settings import PodConfig, Settings
+from worker.comfyui.errors import ComfyUIError, ConnectionFailedError, HTTPStatusError
+from worker.comfyui.http_transport import HTTPSettings
+from worker.comfyui.pod_client import ComfyUIPodClient, PodClientSettings
+from worker.comfyui.websocket_client import WebSocketSettings
+
+__all__ = ["PodPool", "pod_client_settings"]
+
+
+def pod_client_settings(settings: Settings) -> PodClientSettings:
+    return PodClientSettings(
+        http=HTTPSettings(
+            connect_timeout=settings.http_connect_timeout, read_timeout=settings.http_read_timeout, retries=settings.http_retries
+        ),
+        websocket=WebSocketSettings(
+            connect_timeout=settings.ws_connect_timeout,
+            reconnect_attempts=settings.ws_reconnect_attempts,
+            reconnect_delay=settings.ws_reconnect_delay,
+            ping_interval=settings.ws_ping_interval,
+            idle_timeout=settings.ws_idle_timeout,
+        ),
+        poll_interval=settings.poll_interval,
+        history_probe_interval=settings.history_probe_interval,
+        job_timeout=settings.job_hard_time_limit,
+        health_timeout=min(5.0, settings.http_connect_timeout + 1),
+    )
+
+
+class PodPool:
+    def __init__(
+        self, pods: Sequence[PodConfig], factory: Callable[[PodConfig], ComfyUIPodClient], logger: logging.Logger | None = None
+    ) -> None:
+        if not pods:
+            raise ValueError("a pod pool needs at least one pod")
+        self.pods = tuple(pods)
+        self._factory = factory
+        self._clients: dict[str, ComfyUIPodClient] = {}
+        self._lock = threading.Lock()
+        self._log = logger or logging.getLogger(__name__)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PodPool:
+        client_settings = pod_client_settings(settings)
+
+        def factory(pod: PodConfig) -> ComfyUIPodClient:
+            return ComfyUIPodClient(
+                pod.url,
+                headers=settings.auth_headers(),
+                token=settings.ws_token(),
+                token_param=settings.token_param,
+                settings=client_settings,
+            )
+
+        return cls(settings.pods, factory)
+
+    def get(self, name: str) -> PodConfig:
+        for pod in self.pods:
+            if pod.name == name:
+                return pod
+        raise KeyError(f"unknown pod {name!r}; configured: {', '.join(p.name for p in self.pods)}")
+
+    def client(self, pod: PodConfig) -> ComfyUIPodClient:
+        with self._lock:
+            if pod.name not in self._clients:
+                self._clients[pod.name] = self._factory(pod)
+            return self._clients[pod.name]
+
+    def _load(self, pod: PodConfig) -> int | None:
+        try:
+            return self.client(pod).queue_remaining()
+        except (ComfyUIError, HTTPStatusError) as exc:
+            self._log.warning("pod %s (%s) is not usable: %s", pod.name, pod.safe_url, exc)
+            return None
+
+    def least_loaded(self) -> PodConfig:
+        """The healthy pod with the fewest queued prompts (``queue_remaining``); ties go to the first."""
+        if len(self.pods) == 1:
+            return self.pods[0]
+        with ThreadPoolExecutor(max_workers=len(self.pods)) as pool:
+            loads = list(pool.map(self._load, self.pods))
+        healthy = [(load, index) for index, load in enumerate(loads) if load is not None]
+        if not healthy:
+            raise ConnectionFailedError(f"none of the {len(self.pods)} ComfyUI pods answered")
+        return self.pods[min(healthy)[1]]
+
+    def find_prompt(self, prompt_id: str) -> PodConfig | None:
+        """The pod that has this prompt (queued, running or in history), after a redelivery."""
+        for pod in self.pods:
+            client = self.client(pod)
+            try:
+                if client.get_history(prompt_id) is not None or client.get_queue().contains(prompt_id):
+                    return pod
+            except (ComfyUIError, HTTPStatusError) as exc:
+                self._log.warning("could not look for prompt %s on pod %s: %s", prompt_id, pod.name, exc)
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
