@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import threading
@@ -133,7 +134,16 @@ def _cancel_on_sigusr1(cancel: threading.Event) -> Iterator[None]:
 
 
 def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
-    @celery.task(bind=True, name=TASK_NAME, max_retries=settings.task_max_retries, acks_late=True)
+    # shared=False: a shared task would be added to every app created later, with *these* settings
+    # default_retry_delay is also the delay of a redelivery after a lost worker (Celery: 180 s)
+    @celery.task(
+        bind=True,
+        name=TASK_NAME,
+        max_retries=settings.task_max_retries,
+        default_retry_delay=math.ceil(settings.task_retry_backoff),
+        acks_late=True,
+        shared=False,
+    )
     def run_workflow(self: Task[Any, Any], workflow: dict[str, Any], options: dict[str, Any] | None = None) -> dict[str, Any]:
         opts = TaskOptions.parse(options)
         runtime = _runtime(celery, settings)
@@ -196,4 +206,5 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
             raise self.retry(exc=exc, countdown=countdown) from None
         return result.to_dict()
 
-    return run_workflow
+    task: Task[Any, Any] = run_workflow
+    return task

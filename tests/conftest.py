@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.celery_support import broker, redis_server  # noqa: F401 - fixtures
 from tests.traces import load_workflow
 from worker.simulator import ComfyUISimulator, SimulatorTiming
 

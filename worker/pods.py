@@ -6,6 +6,7 @@ Clients are created lazily, after Celery's prefork pool has forked: nothing conn
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +41,11 @@ def pod_client_settings(settings: Settings) -> PodClientSettings:
 
 class PodPool:
     def __init__(
-        self, pods: Sequence[PodConfig], factory: Callable[[PodConfig], ComfyUIPodClient], logger: logging.Logger | None = None
+        self,
+        pods: Sequence[PodConfig],
+        factory: Callable[[PodConfig], ComfyUIPodClient],
+        logger: logging.Logger | None = None,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         if not pods:
             raise ValueError("a pod pool needs at least one pod")
@@ -49,6 +54,7 @@ class PodPool:
         self._clients: dict[str, ComfyUIPodClient] = {}
         self._lock = threading.Lock()
         self._log = logger or logging.getLogger(__name__)
+        self._rng = rng
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PodPool:
@@ -85,15 +91,18 @@ class PodPool:
             return None
 
     def least_loaded(self) -> PodConfig:
-        """The healthy pod with the fewest queued prompts (``queue_remaining``); ties go to the first."""
+        """The healthy pod with the fewest queued prompts (``queue_remaining``).
+
+        Ties are broken at random: jobs starting at the same instant see the same loads, and a
+        fixed tie-break would send them all to the first pod."""
         if len(self.pods) == 1:
             return self.pods[0]
         with ThreadPoolExecutor(max_workers=len(self.pods)) as pool:
             loads = list(pool.map(self._load, self.pods))
-        healthy = [(load, index) for index, load in enumerate(loads) if load is not None]
+        healthy = [(load, self._rng(), index) for index, load in enumerate(loads) if load is not None]
         if not healthy:
             raise ConnectionFailedError(f"none of the {len(self.pods)} ComfyUI pods answered")
-        return self.pods[min(healthy)[1]]
+        return self.pods[min(healthy)[2]]
 
     def find_prompt(self, prompt_id: str) -> PodConfig | None:
         """The pod that has this prompt (queued, running or in history), after a redelivery."""

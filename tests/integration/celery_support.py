@@ -1,0 +1,137 @@
+"""Real Celery components for tests: a private Redis, worker processes, and polling helpers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from celery.result import AsyncResult
+
+from config.settings import Settings
+from tasks.app import create_app
+from worker.local_redis import LocalRedis
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FAST_ENV = {
+    "PROGRESS_THROTTLE_SECONDS": "0.2",
+    "COMFYUI_WS_RECONNECT_DELAY": "0.05",
+    "COMFYUI_WS_PING_INTERVAL": "0.5",
+    "COMFYUI_WS_IDLE_TIMEOUT": "3",
+    "COMFYUI_POLL_INTERVAL": "0.1",
+    "COMFYUI_HISTORY_PROBE_INTERVAL": "0.5",
+    "COMFYUI_HTTP_RETRIES": "1",
+    "COMFYUI_HTTP_CONNECT_TIMEOUT": "1",
+    "TASK_RETRY_BACKOFF": "0",
+    "ANALYTICS_SINK": "log",
+}
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[LocalRedis]:
+    """Our own redis-server: we may flush it between tests (never the machine's shared one)."""
+    with LocalRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def broker(redis_server: LocalRedis) -> str:
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
+
+
+def env_for(broker: str, servers: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "COMFYUI_", "JOB_", "TASK_"))}
+    env.update(FAST_ENV)
+    env.update(CELERY_BROKER_URL=broker, COMFYUI_SERVERS=servers, PYTHONPATH=str(ROOT))
+    env.update(extra)
+    return env
+
+
+def app_for(env: Mapping[str, str]) -> Celery:
+    return create_app(Settings.from_env(env))
+
+
+class WorkerProcess:
+    """``celery -A tasks.app worker`` as a real process (prefork pool)."""
+
+    def __init__(self, app: Celery, env: Mapping[str, str], *, concurrency: int = 1, queues: str | None = None, log_path: Path) -> None:
+        self.app = app
+        self.name = f"w{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks.app",
+            "worker",
+            "-l",
+            "info",
+            "-P",
+            "prefork",
+            "-c",
+            str(concurrency),
+            "-n",
+            self.name,
+        ]
+        args += ["--without-mingle", "--without-gossip"]
+        if queues:
+            args += ["-Q", queues]
+        self.log_path = log_path
+        self.process = subprocess.Popen(args, env=dict(env), cwd=ROOT, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not app.control.ping(destination=[self.name], timeout=0.3):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{log_path.read_text()[-3000:]}")
+
+    def pool_pid_of(self, task_id: str, timeout: float = 10.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            active = self.app.control.inspect(destination=[self.name], timeout=0.2).active() or {}
+            for task in active.get(self.name, []):
+                if task["id"] == task_id and task.get("worker_pid"):
+                    return int(task["worker_pid"])
+            time.sleep(0.05)
+        raise AssertionError(f"task {task_id} is not active on {self.name}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def wait_for(
+    result: AsyncResult[Any], predicate: Callable[[AsyncResult[Any]], bool], timeout: float = 20.0, interval: float = 0.02
+) -> list[tuple[str, Any]]:
+    """Poll like a web backend; return every (state, info) seen."""
+    seen: list[tuple[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state, info = str(result.state), result.info
+        if not seen or (seen[-1][0], repr(seen[-1][1])) != (state, repr(info)):
+            seen.append((state, info))
+        if predicate(result):
+            return seen
+        time.sleep(interval)
+    raise AssertionError(f"timed out; states seen: {[s for s, _ in seen]}")
+
+
+def finished(result: AsyncResult[Any]) -> bool:
+    return str(result.state) in ("SUCCESS", "FAILURE", "REVOKED")
