@@ -324,31 +324,34 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def start_flower(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Flower as a process; returns it, its port, and the status of ``/api/workers`` once up."""
+    port = _free_port()
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tasks.app", "flower", "--address=127.0.0.1", f"--port={port}"],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return flower, port, requests.get(f"http://127.0.0.1:{port}/api/workers", timeout=1).status_code
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+
+
 def test_flower_lists_the_task_as_progress_then_success(broker: str, visible_sim: ComfyUISimulator, tmp_path: Path) -> None:
     from tasks.client import enqueue_workflow
 
     env = env_for(broker, visible_sim.url)
     app = app_for(env)
-    port = _free_port()
-    flower_env = dict(env, FLOWER_UNAUTHENTICATED_API="true")  # opened for this test only
-    flower = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tasks.app", "flower", "--address=127.0.0.1", f"--port={port}"],
-        env=flower_env,
-        cwd=ROOT,
-        stdout=(tmp_path / "flower.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    flower, port, status = start_flower(dict(env, FLOWER_UNAUTHENTICATED_API="true"), tmp_path / "flower.log")  # opened for this test only
     worker = WorkerProcess(app, env, log_path=tmp_path / "worker.log")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/api/workers", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "flower.log").read_text()[-2000:]
-            time.sleep(0.1)
+        assert status == 200
         time.sleep(1.0)  # let Flower's event consumer attach before the task starts
         result = enqueue_workflow(app, slow_workflow(steps=30))
         states: list[str] = []
@@ -374,23 +377,8 @@ def test_flower_lists_the_task_as_progress_then_success(broker: str, visible_sim
 def test_flower_api_is_locked_without_the_explicit_opt_in(broker: str, sim: ComfyUISimulator, tmp_path: Path) -> None:
     env = env_for(broker, sim.url)
     env.pop("FLOWER_UNAUTHENTICATED_API", None)
-    port = _free_port()
-    flower = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tasks.app", "flower", "--address=127.0.0.1", f"--port={port}"],
-        env=env,
-        cwd=ROOT,
-        stdout=(tmp_path / "flower.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    flower, _, status = start_flower(env, tmp_path / "flower.log")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                status = requests.get(f"http://127.0.0.1:{port}/api/workers", timeout=1).status_code
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
         assert status == 401
     finally:
         flower.terminate()
