@@ -81,6 +81,11 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("TASK_RETRY_BACKOFF", "2", "Base of the exponential retry delay in seconds."),
     EnvVar("RESULT_EXPIRES", "86400", "Seconds results are kept in the backend."),
     EnvVar("COMFYUI_QUEUE", "comfyui", "The default Celery queue."),
+    EnvVar(
+        "WORKER_SOFT_SHUTDOWN_TIMEOUT",
+        "10",
+        "On a cold shutdown (SIGQUIT, or SIGTERM with `REMAP_SIGTERM=SIGQUIT`), seconds running jobs get before they are requeued.",
+    ),
     EnvVar("ANALYTICS_SINK", "log", "`log` (structured log lines), `posthog` (needs the posthog package) or `none`."),
     EnvVar("POSTHOG_API_KEY", "", "PostHog project key for `ANALYTICS_SINK=posthog`.", secret=True),
     EnvVar("POSTHOG_HOST", "https://us.i.posthog.com", "PostHog host."),
@@ -166,6 +171,7 @@ class Settings:
     task_retry_backoff: float = 2.0
     result_expires: int = 86400
     default_queue: str = "comfyui"
+    soft_shutdown_timeout: float = 10.0
     analytics_sink: Literal["log", "posthog", "none"] = "log"
     posthog_api_key: str | None = field(default=None, repr=False)
     posthog_host: str = "https://us.i.posthog.com"
@@ -261,6 +267,7 @@ class Settings:
             task_retry_backoff=_float("TASK_RETRY_BACKOFF", get("TASK_RETRY_BACKOFF", "2"), allow_zero=True),
             result_expires=_int("RESULT_EXPIRES", get("RESULT_EXPIRES", "86400"), minimum=1),
             default_queue=get("COMFYUI_QUEUE", "comfyui"),
+            soft_shutdown_timeout=_float("WORKER_SOFT_SHUTDOWN_TIMEOUT", get("WORKER_SOFT_SHUTDOWN_TIMEOUT", "10"), allow_zero=True),
             analytics_sink=sink,  # type: ignore[arg-type]
             posthog_api_key=posthog_key,
             posthog_host=get("POSTHOG_HOST", "https://us.i.posthog.com"),

@@ -44,6 +44,10 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_default_queue=settings.default_queue,
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        # a stopping worker (SIGQUIT, or SIGTERM with REMAP_SIGTERM=SIGQUIT) gives running jobs
+        # this long, then requeues them: acks_late means nothing is lost
+        worker_soft_shutdown_timeout=settings.soft_shutdown_timeout,
+        worker_enable_soft_shutdown_on_idle=True,
         worker_hijack_root_logger=False,
     )
     if settings.broker_is_redis:

@@ -204,7 +204,7 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
             countdown = settings.task_retry_backoff * 2 ** int(self.request.retries or 0)
             log.warning("task %s: transport error before the prompt was accepted (%s); retrying in %.1f s", prompt_id, exc, countdown)
             raise self.retry(exc=exc, countdown=countdown) from None
-        return result.to_dict()
+        return {**result.to_dict(), "pod": pod.name}
 
     task: Task[Any, Any] = run_workflow
     return task

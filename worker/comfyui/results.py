@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
@@ -62,7 +62,9 @@ class WorkflowResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WorkflowResult:
-        values = dict(data)
+        """Rebuild from :meth:`to_dict` (keys added by other layers, such as ``pod``, are ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
         values["files"] = [OutputFile(**f) for f in values.get("files", [])]
         return cls(**values)
 

@@ -1,0 +1,11 @@
+"""``python3 -m worker …``: creates the environment on first use, then runs the command line."""
+
+from __future__ import annotations
+
+from worker.bootstrap import ROOT, ensure_environment
+
+if __name__ == "__main__":
+    ensure_environment("worker", [ROOT / "requirements.txt"])
+    from worker.cli import main
+
+    raise SystemExit(main())

