@@ -43,8 +43,8 @@ def main(rounds: int = 50) -> None:
     elapsed = time.perf_counter() - start
     print(f"binary frames: {len(binaries)} x {rounds} in {elapsed:.3f} s = {len(binaries) * rounds / elapsed:,.0f} frames/s")
     tracemalloc.start()
-    for frame in texts:
-        p.parse_text(frame)
+    for text in texts:
+        p.parse_text(text)
     _, peak = tracemalloc.get_traced_memory()
     print(f"peak memory parsing all text frames once: {peak / 1024:.0f} KiB")
 
