@@ -30,12 +30,11 @@ def main(rounds: int = 50) -> None:
     text_bytes = sum(len(t) for t in texts)
     start = time.perf_counter()
     for _ in range(rounds):
-        for frame in texts:
-            p.parse_text(frame)
+        for text in texts:
+            p.parse_text(text)
     elapsed = time.perf_counter() - start
-    print(
-        f"text frames:   {len(texts)} x {rounds} in {elapsed:.3f} s = {len(texts) * rounds / elapsed:,.0f} frames/s, {text_bytes * rounds / elapsed / 1e6:.1f} MB/s"
-    )
+    rate, throughput = len(texts) * rounds / elapsed, text_bytes * rounds / elapsed / 1e6
+    print(f"text frames:   {len(texts)} x {rounds} in {elapsed:.3f} s = {rate:,.0f} frames/s, {throughput:.1f} MB/s")
     start = time.perf_counter()
     for _ in range(rounds):
         for frame in binaries:
