@@ -11,8 +11,9 @@ import time
 import requests
 
 from tests.traces import load_workflow
+from worker.clock import SystemClock
 from worker.comfyui import protocol as p
-from worker.comfyui.progress import naive_progress
+from worker.comfyui.progress import ProgressTracker, naive_progress
 from worker.comfyui.websocket_client import ComfyUIWebSocketClient, WebSocketSettings
 from worker.simulator import ComfyUISimulator, SimulatorTiming
 
@@ -25,9 +26,11 @@ def curve() -> None:
         rows: list[tuple[float, float, float]] = []
         done = threading.Event()
         start = time.monotonic()
-        tracker = client.watch("curve", workflow)
+        tracker = ProgressTracker("curve", workflow, clock=SystemClock())  # fed here, frame by frame
 
         def on_message(message: object) -> None:
+            if isinstance(message, p.KnownMessage):
+                tracker.apply(message)
             if isinstance(message, p.ProgressStateMessageData) and message.prompt_id == "curve":
                 rows.append((time.monotonic() - start, naive_progress(message), tracker.state().progress))
 

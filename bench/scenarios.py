@@ -3,6 +3,7 @@ the result, and the HTTP requests made: ``python -m bench.scenarios``."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from worker.comfyui.pod_client import ComfyUIPodClient, PodClientSettings
 from worker.comfyui.websocket_client import WebSocketSettings
 from worker.simulator import ComfyUISimulator, SimulatorTiming
 
+_SALT = itertools.count(1)
 SETTINGS = PodClientSettings(
     http=HTTPSettings(connect_timeout=1.0, read_timeout=5.0, retries=2, retry_backoff=0.05),
     websocket=WebSocketSettings(
@@ -26,7 +28,7 @@ SETTINGS = PodClientSettings(
 
 def slow(steps: int = 10) -> dict[str, object]:
     return {
-        "1": {"class_type": "LabSlowProgress", "inputs": {"steps": steps, "seconds_per_step": 0.1, "salt": time.monotonic_ns()}},
+        "1": {"class_type": "LabSlowProgress", "inputs": {"steps": steps, "seconds_per_step": 0.1, "salt": next(_SALT)}},
         "2": {"class_type": "LabTextOutput", "inputs": {"text": "done", "value": ["1", 0]}},
     }
 

@@ -91,6 +91,7 @@ def run_demo(
             os.environ, CELERY_BROKER_URL=broker, CELERY_RESULT_BACKEND=broker, COMFYUI_SERVERS=f"demo={sim.url}", PYTHONPATH=str(ROOT)
         )
         env.pop("COMFYUI_API_KEY", None)
+        env["WORKER_SOFT_SHUTDOWN_TIMEOUT"] = "0"  # Ctrl-C and the end of the demo stop the worker at once
         settings = Settings.from_env(env)
         app = create_app(settings)
         out.write("3/5  starting a celery worker process…\n")

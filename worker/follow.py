@@ -30,10 +30,16 @@ def follow_task(
     interactive = out.isatty() if interactive is None else interactive
     deadline = time.monotonic() + timeout
     last = ""
+    last_meta: dict[str, Any] = {}
     while time.monotonic() < deadline:
         state = str(result.state)
         info = result.info if state == "PROGRESS" else None
+        if isinstance(info, dict):
+            last_meta = info
         line = render(state, info if isinstance(info, dict) else None)
+        if state == "SUCCESS":
+            # the final PROGRESS may have lived only milliseconds: end on a full bar
+            line = render("PROGRESS", {**last_meta, "progress": 100.0, "status": "completed", "node_type": None}) + "  done"
         if line != last:
             if interactive:
                 out.write("\r\x1b[2K" + line)

@@ -13,7 +13,7 @@ def render(state: str, meta: Mapping[str, Any] | None, width: int = 30) -> str:
     if state != "PROGRESS" or not meta:
         return {"PENDING": "waiting for a worker…", "STARTED": "started…", "RETRY": "retrying…"}.get(state, state)
     progress = float(meta.get("progress") or 0.0)
-    filled = round(width * min(100.0, max(0.0, progress)) / 100.0)
+    filled = int(width * min(100.0, max(0.0, progress)) / 100.0 + 0.5)  # half up, not to even
     parts = [f"[{'#' * filled}{'-' * (width - filled)}] {progress:5.1f}%"]
     if meta.get("status") == "queued":
         position = meta.get("queue_position")

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import slow_workflow
 from tests.integration.celery_support import ROOT, WorkerProcess, app_for, env_for
@@ -85,3 +90,38 @@ def test_cli_reports_configuration_errors(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "COMFYUI_POLL_INTERVAL" in proc.stderr
+
+
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "demo", "--plain", "--step-seconds", "5", "--output-dir", str(tmp_path)],
+        cwd=ROOT,
+        env=_clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("4/5"):
+            break
+    broker = next(line.split()[-1] for line in lines if line.strip().startswith("broker "))
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    port = int(broker.rsplit(":", 1)[1].split("/")[0])
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and f"demo-{proc.pid}@" in _cmdline(p)]
+    assert leftovers == []
+
+
+def _cmdline(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

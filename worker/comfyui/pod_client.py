@@ -395,6 +395,7 @@ class ComfyUIPodClient(ComfyUIRestClient):
             raise PromptInterruptedError.from_event(message)
         # success, or the final `executing` alone: history is the judge (written just after)
         confirm = Deadline(self.clock, self.settings.history_confirm_timeout)
+        delay = 0.005  # ComfyUI writes history just after execution_success: look again soon, then less often
         while True:
             entry = self._history_or_none(job)
             if entry is not None:
@@ -406,7 +407,8 @@ class ComfyUIPodClient(ComfyUIRestClient):
                     prompt_id=job.prompt_id,
                 )
             self._check_stop(job)
-            self.clock.sleep(0.05, job.cancel)
+            self.clock.sleep(confirm.cap(delay), job.cancel)
+            delay = min(delay * 2, self.settings.wait_slice)
 
     # ------------------------------------------------------------------ REST
 

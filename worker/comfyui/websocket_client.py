@@ -66,6 +66,8 @@ class WebSocketLike(Protocol):
     def ping(self, payload: str | bytes = "") -> None: ...
     def settimeout(self, timeout: float | None) -> None: ...
     def close(self, status: int = ..., reason: bytes = ..., timeout: float | None = ...) -> None: ...
+    def send_close(self, status: int = ..., reason: bytes = ...) -> None: ...
+    def shutdown(self) -> None: ...
 
 
 WebSocketFactory = Callable[[str, float, list[str]], WebSocketLike]
@@ -214,6 +216,7 @@ class ComfyUIWebSocketClient:
         self._last_ping_at = 0.0
         self._reconnects = 0
         self._failure: ConnectionLostError | None = None
+        self._close_exchanged = False  # the current socket's close handshake already happened
         self.server_features: Mapping[str, Any] = {}
 
         self._progress = _Handlers()
@@ -304,12 +307,22 @@ class ComfyUIWebSocketClient:
         return self.connection
 
     def close(self) -> None:
-        """Idempotent. Stops the loop, closes the socket and joins the thread."""
+        """Idempotent. Stops the loop, closes the socket and joins the thread.
+
+        The close frame is sent from here: the server's echo wakes the reader at once, instead of
+        the reader noticing only at the end of its read slice.
+        """
         self._closing.set()
         with self._lock:
             if self._state is not ConnectionState.FAILED:
                 self._state = ConnectionState.CLOSED
             thread, self._thread = self._thread, None
+            ws = self._ws if thread is not None else None
+        if ws is not None:
+            try:
+                ws.send_close()
+            except Exception as exc:  # noqa: BLE001 - a broken socket is closed below either way
+                self._log.debug("sending the close frame: %s", exc)
         if thread is not None and thread is not threading.current_thread():
             thread.join(self.settings.read_slice * 4 + 2.0)
             if thread.is_alive():
@@ -361,6 +374,7 @@ class ComfyUIWebSocketClient:
         with self._lock:
             self._ws = ws
             self._state = ConnectionState.CONNECTED
+            self._close_exchanged = False
             self._connected_since = self._clock.time()
             now = self._clock.monotonic()
             self._connected_at = self._last_frame_at = self._last_ping_at = now
@@ -430,6 +444,9 @@ class ComfyUIWebSocketClient:
                 return f"error: {exc.__class__.__name__}", None
             self._last_frame_at = self._clock.monotonic()
             if opcode == websocket.ABNF.OPCODE_CLOSE:
+                self._close_exchanged = True  # websocket-client has already answered it
+                if self._closing.is_set():
+                    return "closing", None
                 code = struct.unpack(">H", data[:2])[0] if len(data) >= 2 else None
                 return "closed by server", code
             if opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
@@ -495,12 +512,18 @@ class ComfyUIWebSocketClient:
     def _drop_socket(self) -> None:
         with self._lock:
             ws, self._ws = self._ws, None
+            exchanged = self._close_exchanged
         if ws is not None:
-            self._close_quietly(ws)
+            self._close_quietly(ws, exchanged)
 
-    def _close_quietly(self, ws: WebSocketLike) -> None:
+    def _close_quietly(self, ws: WebSocketLike, exchanged: bool = False) -> None:
+        """After a completed close handshake just drop the TCP connection; otherwise send a close
+        frame and wait briefly for the answer (a dead peer never answers)."""
         try:
-            ws.close(timeout=1.0)
+            if exchanged:
+                ws.shutdown()
+            else:
+                ws.close(timeout=min(1.0, self.settings.read_slice * 2))
         except Exception as exc:  # noqa: BLE001 - closing a broken socket may fail in many ways
             self._log.debug("closing websocket: %s", exc)
 

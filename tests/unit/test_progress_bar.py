@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from worker.follow import follow_task
+from worker.progress_bar import render
+
+
+def test_render_running_queued_and_other_states() -> None:
+    meta = {
+        "progress": 45.0,
+        "status": "running",
+        "node_id": "3",
+        "node_type": "KSampler",
+        "step": 4.0,
+        "step_max": 10.0,
+        "method": "websocket",
+        "pod": "a",
+    }
+    assert render("PROGRESS", meta, width=10) == "[#####-----]  45.0%  KSampler (node 3) step 4/10  websocket  a"
+    loader = {**meta, "node_type": "VAEDecode", "node_id": "8", "step": 0.0, "step_max": 1.0}
+    assert "step" not in render("PROGRESS", loader)
+    queued = {"progress": 0.0, "status": "queued", "queue_position": 2, "method": "websocket"}
+    assert "queued (position 2)" in render("PROGRESS", queued)
+    assert render("PENDING", None) == "waiting for a worker…"
+    assert render("FAILURE", None) == "FAILURE"
+
+
+class FakeResult:
+    def __init__(self, states: list[tuple[str, Any]]) -> None:
+        self._states = states
+        self._index = 0
+
+    @property
+    def state(self) -> str:
+        """Each poll reads the state once: it moves the fake on."""
+        self._index += 1
+        return self._states[min(self._index, len(self._states)) - 1][0]
+
+    @property
+    def info(self) -> Any:
+        return self._states[min(self._index, len(self._states)) - 1][1]
+
+
+def test_follow_prints_changes_and_ends_on_a_full_bar() -> None:
+    meta = {
+        "progress": 50.0,
+        "status": "running",
+        "node_id": "3",
+        "node_type": "KSampler",
+        "step": 5.0,
+        "step_max": 10.0,
+        "method": "websocket",
+    }
+    result = FakeResult([("PENDING", None), ("PROGRESS", meta), ("PROGRESS", meta), ("SUCCESS", {"ok": True})])
+    out = io.StringIO()
+    assert follow_task(result, timeout=5, out=out, interactive=False, sleep=lambda s: None) == "SUCCESS"  # type: ignore[arg-type]
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "waiting for a worker…"
+    assert "50.0%" in lines[1]
+    assert lines[-1].startswith("[" + "#" * 30 + "] 100.0%") and lines[-1].endswith("done")
+    assert len(lines) == 3
+
+
+def test_follow_times_out() -> None:
+    out = io.StringIO()
+    assert follow_task(FakeResult([("PENDING", None)]), timeout=0.0, out=out, interactive=True) == "TIMEOUT"  # type: ignore[arg-type]
