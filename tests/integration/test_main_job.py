@@ -125,3 +125,24 @@ def _cmdline(proc_dir: Path) -> str:
         return (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_simulator_command_line_binds_loopback_and_serves() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.simulator", "--port", "0", "--step-seconds", "0.01"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.split(" on ")[1].split()[0]
+        assert url.startswith("http://127.0.0.1:")
+        import requests
+
+        assert requests.get(f"{url}/api/system_stats", timeout=5).json()["system"]["comfyui_version"] == "0.8.0"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0

@@ -440,3 +440,17 @@ def test_queue_positions_are_in_execution_order(sim: ComfyUISimulator, client: C
     assert client.get_queue().pending == ["q0", "q2", "q3"]
     client.interrupt("run")
     blocker.until_done("run")
+
+
+def test_a_200_with_node_errors_is_surfaced(sim: ComfyUISimulator, client: ComfyUIPodClient, caplog: pytest.LogCaptureFixture) -> None:
+    workflow = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "missing.png"}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "never"}},
+    }
+    result = Job(client).run(workflow)
+    assert result.status == "success"
+    assert result.node_errors["3"]["dependent_outputs"] == ["4"]
+    assert [(f.node_id, f.type) for f in result.files] == [("2", "temp")]  # only the valid output ran
+    assert "dropped outputs that failed validation" in caplog.text

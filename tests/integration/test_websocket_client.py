@@ -335,3 +335,23 @@ def test_close_during_reconnect_backoff_returns_promptly(sim: ComfyUISimulator) 
     started = time.monotonic()
     slow.close()
     assert time.monotonic() - started < 1.0
+
+
+def test_credentials_go_on_the_upgrade_and_never_into_the_record(sim: ComfyUISimulator) -> None:
+    from worker.comfyui.websocket_client import default_ws_factory
+
+    seen: list[tuple[str, list[str]]] = []
+
+    def spy(url: str, timeout: float, headers: list[str]) -> Any:
+        seen.append((url, headers))
+        return default_ws_factory(url, timeout, headers)
+
+    bearer = ComfyUIWebSocketClient(sim.url + "/", headers={"Authorization": "Bearer sk-123"}, settings=FAST, ws_factory=spy)
+    bearer.connect()
+    query = ComfyUIWebSocketClient(sim.url, token="tok-456", settings=FAST, ws_factory=spy)
+    query.connect()
+    assert seen[0] == (f"{sim.url.replace('http', 'ws')}/ws?clientId={bearer.client_id}", ["Authorization: Bearer sk-123"])
+    assert seen[1][0].endswith(f"/ws?clientId={query.client_id}&token=tok-456")
+    for client in (bearer, query):
+        assert "sk-123" not in repr(client.connection) and "tok-456" not in repr(client.connection)
+        client.close()
