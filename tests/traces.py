@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-TRACE_DIR = ROOT.parent / "shared" / "comfyui-traces"
+#: The recorded ComfyUI 0.8.0 traffic: ground truth, kept in the project's shared folder beside
+#: the checkout (CI has it there too), or wherever COMFY_TRACES_DIR points.
+TRACE_DIR = Path(os.environ.get("COMFY_TRACES_DIR") or ROOT.parent / "shared" / "comfyui-traces")
 WORKFLOW_DIR = TRACE_DIR / "workflows"
 
 
 def trace_files() -> list[Path]:
     files = sorted(TRACE_DIR.glob("*.jsonl"))
     if not files:
-        raise FileNotFoundError(f"no traces in {TRACE_DIR}: the shared/ folder must sit beside the checkout")
+        raise FileNotFoundError(f"no traces in {TRACE_DIR}: put shared/ beside the checkout, or set COMFY_TRACES_DIR")
     return files
 
 
