@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,16 @@ from tests.traces import load_workflow
 from worker.simulator import ComfyUISimulator, SimulatorTiming
 
 FAST = SimulatorTiming(node_seconds=0.001, sampler_step_seconds=0.01, input_time_scale=0.05)
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger() -> Iterator[None]:
+    """Celery's in-process test worker sets the root logger's level and keeps it: undo that."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    root.handlers = handlers
 
 
 @pytest.fixture

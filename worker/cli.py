@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # A process started with SIGINT ignored (a background job, nohup, some supervisors) would
+    # otherwise never see Ctrl-C, and the demo could not stop what it started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code: int = args.run(args)
     except SettingsError as exc:

@@ -93,6 +93,7 @@ def test_cli_reports_configuration_errors(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
+    # started with SIGINT ignored, as from a background job: the command line must still stop
     proc = subprocess.Popen(
         [sys.executable, "-m", "worker", "demo", "--plain", "--step-seconds", "5", "--output-dir", str(tmp_path)],
         cwd=ROOT,
@@ -100,6 +101,7 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509 - no threads involved
     )
     assert proc.stdout is not None
     lines = []

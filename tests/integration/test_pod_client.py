@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -449,6 +450,7 @@ def test_a_200_with_node_errors_is_surfaced(sim: ComfyUISimulator, client: Comfy
         "3": {"class_type": "LoadImage", "inputs": {"image": "missing.png"}},
         "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "never"}},
     }
+    caplog.set_level(logging.WARNING, logger="worker.comfyui.rest_client")
     result = Job(client).run(workflow)
     assert result.status == "success"
     assert result.node_errors["3"]["dependent_outputs"] == ["4"]

@@ -2,6 +2,7 @@
 
 from worker.simulator.engine import SimulatorTiming
 from worker.simulator.faults import Faults
-from worker.simulator.server import ComfyUISimulator, SimulatorApp
+from worker.simulator.runner import ComfyUISimulator
+from worker.simulator.server import SimulatorApp
 
 __all__ = ["ComfyUISimulator", "Faults", "SimulatorApp", "SimulatorTiming"]

@@ -15,9 +15,6 @@ import ipaddress
 import json
 import logging
 import os
-import shutil
-import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -30,10 +27,11 @@ from aiohttp import WSMsgType, web
 from worker.comfyui.protocol import ExecutingData, FeatureFlagsData, KnownMessage, StatusData, encode_text
 from worker.simulator.engine import Engine, SimulatorTiming
 from worker.simulator.faults import Faults
+from worker.simulator.jobs import job_view
 from worker.simulator.nodes import NODE_CLASSES
 from worker.simulator.validation import PromptRejected, validate_prompt
 
-__all__ = ["ComfyUISimulator", "SimulatorApp"]
+__all__ = ["SimulatorApp"]
 
 log = logging.getLogger(__name__)
 
@@ -472,52 +470,11 @@ class SimulatorApp:
     async def free(self, request: web.Request) -> web.StreamResponse:
         return web.Response(status=200)
 
-    def _job(self, prompt_id: str, detail: bool) -> dict[str, Any] | None:
-        engine = self.engine
-        entry = engine.history.get(prompt_id)
-        if entry is not None:
-            number, _, prompt, extra, _ = entry["prompt"]
-            messages = {m[0]: m[1] for m in entry["status"]["messages"]}
-            failed = "execution_error" in messages or "execution_interrupted" in messages
-            job: dict[str, Any] = {
-                "id": prompt_id,
-                "status": "failed" if failed else "completed",
-                "priority": number,
-                "create_time": extra.get("create_time"),
-            }
-            if "execution_start" in messages:
-                job["execution_start_time"] = messages["execution_start"].get("timestamp")
-            end = messages.get("execution_success") or messages.get("execution_error") or messages.get("execution_interrupted")
-            if end and end.get("timestamp") is not None:
-                job["execution_end_time"] = end["timestamp"]
-            if "execution_error" in messages:
-                job["execution_error"] = messages["execution_error"]
-            job["outputs_count"] = sum(len(v) for out in entry["outputs"].values() for v in out.values() if isinstance(v, list))
-            if detail:
-                job.update(
-                    {"outputs": entry["outputs"], "execution_status": entry["status"], "workflow": {"prompt": prompt, "extra_data": extra}}
-                )
-            return job
-        queued = ([engine.running] if engine.running else []) + engine.pending()
-        for item in queued:
-            if item.prompt_id == prompt_id:
-                job = {
-                    "id": prompt_id,
-                    "status": "in_progress" if item is engine.running else "pending",
-                    "priority": item.number,
-                    "create_time": item.extra_data.get("create_time"),
-                    "outputs_count": 0,
-                }
-                if detail:
-                    job["workflow"] = {"prompt": item.prompt, "extra_data": item.extra_data}
-                return job
-        return None
-
     async def get_jobs(self, request: web.Request) -> web.StreamResponse:
         ids = [i.prompt_id for i in ([self.engine.running] if self.engine.running else []) + self.engine.pending()] + list(
             self.engine.history
         )
-        jobs = [j for j in (self._job(i, False) for i in ids) if j is not None]
+        jobs = [j for j in (job_view(self.engine, i, False) for i in ids) if j is not None]
         wanted = request.query.get("status")
         if wanted:
             allowed = set(wanted.split(","))
@@ -536,7 +493,7 @@ class SimulatorApp:
         )
 
     async def get_job(self, request: web.Request) -> web.StreamResponse:
-        job = self._job(request.match_info["job_id"], True)
+        job = job_view(self.engine, request.match_info["job_id"], True)
         if job is None:
             return web.json_response({"error": "Job not found"}, status=404)
         return web.json_response(job)
@@ -556,111 +513,3 @@ class SimulatorApp:
         if self.faults.take_drop_now():
             await self.drop_all()
         return web.json_response({"ok": True})
-
-
-class ComfyUISimulator:
-    """Runs :class:`SimulatorApp` on its own event loop thread; for tests, demos and users' CI.
-
-    >>> with ComfyUISimulator() as sim:   # port 0: a free port is chosen
-    ...     url = sim.url
-    """
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        timing: SimulatorTiming | None = None,
-        root: Path | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self._own_root = root is None
-        self.root = Path(tempfile.mkdtemp(prefix="comfy-sim-")) if root is None else root
-        self.faults = Faults()
-        self.sim = SimulatorApp(self.root, timing, self.faults)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> ComfyUISimulator:
-        self._thread = threading.Thread(target=self._run, name="comfyui-simulator", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("simulator did not start within 10 s")
-        if self._error is not None:
-            raise RuntimeError(f"simulator failed to start: {self._error}") from self._error
-        return self
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._startup())
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
-            self._error = exc
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(self._shutdown())
-            loop.close()
-
-    async def _startup(self) -> None:
-        # no access log: request lines carry query strings, and a `?token=` is a credential
-        self._runner = web.AppRunner(self.sim.app, handle_signals=False, shutdown_timeout=1.0, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = site._server
-        if self.port == 0 and server is not None:
-            sockets = getattr(server, "sockets", None) or []
-            self.port = int(sockets[0].getsockname()[1])
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self.sim.drop_all()
-            await self._runner.cleanup()
-
-    def call(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(*args)`` on the simulator's loop and return its result (for tests)."""
-        assert self._loop is not None
-
-        async def _call() -> Any:
-            result = fn(*args)
-            if asyncio.iscoroutine(result):
-                result = await result
-            return result
-
-        return asyncio.run_coroutine_threadsafe(_call(), self._loop).result(10)
-
-    def restart(self) -> None:
-        self.call(self.sim.restart)
-
-    def drop_sockets(self) -> None:
-        self.call(self.sim.drop_all)
-
-    def request_counts(self) -> dict[str, int]:
-        return dict(self.call(lambda: dict(self.sim.requests)))
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._loop = None
-        if self._own_root:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> ComfyUISimulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
