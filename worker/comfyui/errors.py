@@ -58,8 +58,13 @@ class ComfyUIError(Exception):
         details = self.args[1] if len(self.args) > 1 else {}
         return details if isinstance(details, dict) else {}
 
-    def _detail(self, key: str) -> Any:
-        return self.details.get(key)
+    def _str(self, key: str) -> str | None:
+        value = self.details.get(key)
+        return value if isinstance(value, str) else None
+
+    def _int(self, key: str) -> int | None:
+        value = self.details.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     def __str__(self) -> str:
         return self.message
@@ -93,8 +98,7 @@ class ComfyUITimeoutError(ComfyUIError):
 
     @property
     def phase(self) -> str | None:
-        value = self._detail("phase")
-        return value if isinstance(value, str) else None
+        return self._str("phase")
 
 
 class TransportTimeoutError(ComfyUITimeoutError, TransportError):
@@ -151,8 +155,7 @@ class ConnectionLostError(TransportError):
 
     @property
     def close_code(self) -> int | None:
-        value = self._detail("close_code")
-        return value if isinstance(value, int) else None
+        return self._int("close_code")
 
 
 class ProtocolError(TransportError):
@@ -182,8 +185,7 @@ class HTTPStatusError(ComfyUIError):
 
     @property
     def status(self) -> int | None:
-        value = self._detail("status")
-        return value if isinstance(value, int) else None
+        return self._int("status")
 
 
 class WorkflowValidationError(ComfyUIError):
@@ -207,13 +209,12 @@ class WorkflowValidationError(ComfyUIError):
 
     @property
     def node_errors(self) -> dict[str, Any]:
-        value = self._detail("node_errors")
+        value = self.details.get("node_errors")
         return value if isinstance(value, dict) else {}
 
     @property
     def error_type(self) -> str | None:
-        value = self._detail("error_type")
-        return value if isinstance(value, str) else None
+        return self._str("error_type")
 
 
 class ExecutionError(ComfyUIError):
@@ -263,22 +264,19 @@ class ExecutionError(ComfyUIError):
 
     @property
     def node_id(self) -> str | None:
-        value = self._detail("node_id")
-        return value if isinstance(value, str) else None
+        return self._str("node_id")
 
     @property
     def node_type(self) -> str | None:
-        value = self._detail("node_type")
-        return value if isinstance(value, str) else None
+        return self._str("node_type")
 
     @property
     def exception_type(self) -> str | None:
-        value = self._detail("exception_type")
-        return value if isinstance(value, str) else None
+        return self._str("exception_type")
 
     @property
     def traceback(self) -> list[str]:
-        value = self._detail("traceback")
+        value = self.details.get("traceback")
         return [str(v) for v in value] if isinstance(value, list) else []
 
 

@@ -201,8 +201,7 @@ class ComfyUIPodClient(ComfyUIRestClient):
         """
         job = self._job(workflow, **options)
         self._require_healthy()
-        early = self._reattach(job)
-        if early is not None:
+        if (early := self._reattach(job)) is not None:
             return early
         ws = self._websocket(job)
         try:
@@ -222,8 +221,7 @@ class ComfyUIPodClient(ComfyUIRestClient):
     def execute_workflow_with_websocket(self, workflow: Mapping[str, Any], **options: Any) -> WorkflowResult:
         """The WebSocket only: raises a :class:`TransportError` when the socket cannot be used."""
         job = self._job(workflow, **options)
-        early = self._reattach(job)
-        if early is not None:
+        if (early := self._reattach(job)) is not None:
             return early
         ws = self._websocket(job)
         try:
@@ -235,8 +233,7 @@ class ComfyUIPodClient(ComfyUIRestClient):
     def execute_workflow_with_polling(self, workflow: Mapping[str, Any], **options: Any) -> WorkflowResult:
         """Today's behaviour: ``POST /prompt``, then ``/history`` every ``poll_interval``."""
         job = self._job(workflow, **options)
-        early = self._reattach(job)
-        if early is not None:
+        if (early := self._reattach(job)) is not None:
             return early
         return self._poll(job)
 

@@ -17,7 +17,7 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 __all__ = [
     "MAX_FRAME_BYTES",
@@ -152,19 +152,25 @@ class FeatureFlagsData:
 
 
 @dataclass(frozen=True, slots=True)
-class ExecutionStartData:
-    TYPE: ClassVar[str] = "execution_start"
+class _PromptEvent:
+    """``{prompt_id, timestamp}``: the shape of ``execution_start`` and ``execution_success``."""
+
     prompt_id: str
     timestamp: Number | None = None
 
     @classmethod
-    def from_data(cls, data: Mapping[str, Any]) -> ExecutionStartData:
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
         return cls(_str(data, "prompt_id"), _opt_num(data, "timestamp"))
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"prompt_id": self.prompt_id}
         _put(wire, "timestamp", self.timestamp)
         return wire
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionStartData(_PromptEvent):
+    TYPE: ClassVar[str] = "execution_start"
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,19 +334,8 @@ class ExecutedMessageData:
 
 
 @dataclass(frozen=True, slots=True)
-class ExecutionSuccessData:
+class ExecutionSuccessData(_PromptEvent):
     TYPE: ClassVar[str] = "execution_success"
-    prompt_id: str
-    timestamp: Number | None = None
-
-    @classmethod
-    def from_data(cls, data: Mapping[str, Any]) -> ExecutionSuccessData:
-        return cls(_str(data, "prompt_id"), _opt_num(data, "timestamp"))
-
-    def to_wire(self) -> dict[str, Any]:
-        wire: dict[str, Any] = {"prompt_id": self.prompt_id}
-        _put(wire, "timestamp", self.timestamp)
-        return wire
 
 
 @dataclass(frozen=True, slots=True)
