@@ -55,6 +55,8 @@ class PodPool:
         self._lock = threading.Lock()
         self._log = logger or logging.getLogger(__name__)
         self._rng = rng
+        # reused across calls: HTTP sessions are per thread, so fresh threads would pile them up
+        self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PodPool:
@@ -97,8 +99,11 @@ class PodPool:
         fixed tie-break would send them all to the first pod."""
         if len(self.pods) == 1:
             return self.pods[0]
-        with ThreadPoolExecutor(max_workers=len(self.pods)) as pool:
-            loads = list(pool.map(self._load, self.pods))
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=len(self.pods), thread_name_prefix="pod-load")
+            executor = self._executor
+        loads = list(executor.map(self._load, self.pods))
         healthy = [(load, self._rng(), index) for index, load in enumerate(loads) if load is not None]
         if not healthy:
             raise ConnectionFailedError(f"none of the {len(self.pods)} ComfyUI pods answered")
@@ -118,5 +123,8 @@ class PodPool:
     def close(self) -> None:
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
         for client in clients:
             client.close()
