@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -272,6 +272,3 @@ class Settings:
             posthog_api_key=posthog_key,
             posthog_host=get("POSTHOG_HOST", "https://us.i.posthog.com"),
         )
-
-
-ParseFn = Callable[[str, str], Any]

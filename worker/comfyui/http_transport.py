@@ -102,7 +102,7 @@ class HTTPTransport:
         retry = method.upper() in ("GET", "HEAD") if idempotent is None else idempotent
         attempts = 1 + (self.settings.retries if retry else 0)
         timeout = timeout or (self.settings.connect_timeout, self.settings.read_timeout)
-        last: Exception | None = None
+        last: TransportError | HTTPStatusError | None = None
         for attempt in range(1, attempts + 1):
             if attempt > 1 and self._clock.sleep(self.settings.retry_backoff * 2 ** (attempt - 2), cancel):
                 break
@@ -132,10 +132,8 @@ class HTTPTransport:
                 last = error
             if attempt < attempts:
                 self._log.warning("comfyui %s %s failed (attempt %d/%d): %s", method, safe_url, attempt, attempts, last)
-        assert last is not None
-        if isinstance(last, TransportError | HTTPStatusError):
-            raise last
-        raise ConnectionFailedError(str(last), url=safe_url)  # pragma: no cover - defensive
+        assert last is not None  # the loop ran at least once, and only a failure gets here
+        raise last
 
     def get_json(
         self,

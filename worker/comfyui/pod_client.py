@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import requests
 
-from worker.clock import Clock, Deadline, SystemClock
+from worker.clock import Clock, Deadline
 from worker.comfyui import protocol as p
 from worker.comfyui.errors import (
     ComfyUIError,
@@ -79,14 +79,6 @@ class FallbackEvent:
 
 
 PodEvent = ConnectionEvent | FallbackEvent
-
-
-class _Stop(Exception):
-    """Internal: a completion was turned into a result; carries it out of nested loops."""
-
-    def __init__(self, result: WorkflowResult) -> None:
-        super().__init__()
-        self.result = result
 
 
 class _Job:
@@ -179,7 +171,7 @@ class ComfyUIPodClient(ComfyUIRestClient):
             logger=logger,
             health_timeout=self.settings.health_timeout,
         )
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = self._clock  # the one the REST layer already uses
         self.log = self._log
         self._headers = dict(headers or {})
         self._token = token

@@ -275,7 +275,8 @@ class Engine:
         emit(start)
         keys = cache_keys(prompt)
         # the classic cache keeps only what the current prompt can use
-        self._cache = {k: v for k, v in self._cache.items() if k in set(keys.values())}
+        wanted = set(keys.values())
+        self._cache = {k: v for k, v in self._cache.items() if k in wanted}
         cached = [n for n in prompt if keys[n] in self._cache]
         cached_msg = ExecutionCachedData(tuple(cached), prompt_id, _now_ms())
         record(cached_msg)
@@ -286,7 +287,8 @@ class Engine:
             await asyncio.sleep(self.timing.setup_seconds)
         states: dict[str, NodeProgress] = {}
         outputs_ui: dict[str, dict[str, Any]] = {}
-        values: dict[str, tuple[Any, ...]] = {}
+        # cached nodes do not run: their outputs come from the cache, for the nodes that use them
+        values: dict[str, tuple[Any, ...]] = {n: self._cache[keys[n]][0] for n in cached}
         executed: list[str] = []
 
         def snapshot(node_id: str, value: float, maximum: float, state: str) -> None:
@@ -377,18 +379,11 @@ class Engine:
         inputs: dict[str, Any] = {}
         for name, value in node.get("inputs", {}).items():
             if isinstance(value, list) and len(value) == 2:
-                produced = values.get(str(value[0])) or self._cached_value(str(value[0]))
+                produced = values.get(str(value[0]))
                 inputs[name] = produced[int(value[1])] if produced and int(value[1]) < len(produced) else None
             else:
                 inputs[name] = value
         return inputs
-
-    def _cached_value(self, node_id: str) -> tuple[Any, ...]:
-        prompt = self.running.prompt if self.running else {}
-        if node_id not in prompt:
-            return ()
-        entry = self._cache.get(cache_keys(prompt)[node_id])
-        return entry[0] if entry else ()
 
     def _check_interrupt(self) -> None:
         if self._interrupt:
