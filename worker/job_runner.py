@@ -70,7 +70,7 @@ class ComfyUIJobRunner:
         Raises the :mod:`worker.comfyui.errors` hierarchy; the failure is also reported to analytics.
         """
         delivered = 0
-        method = {"value": "websocket"}
+        method = "websocket"  # until a fallback event says otherwise
 
         def deliver(state: JobProgressState) -> None:
             nonlocal delivered
@@ -87,12 +87,12 @@ class ComfyUIJobRunner:
         )
 
         def progress(state: JobProgressState) -> None:
-            method["value"] = state.method
             throttle.submit(state, final=state.status in _FINAL)
 
         def listen(event: PodEvent) -> None:
+            nonlocal method
             if isinstance(event, FallbackEvent):
-                method["value"] = "rest_polling"
+                method = event.fallback_method
                 self.analytics.emit(WebSocketFallback(event.prompt_id, event.reason))
             elif isinstance(event, ConnectionEvent):
                 if event.kind in ("connected", "reconnected") and event.connection_time_ms is not None:
@@ -116,7 +116,7 @@ class ComfyUIJobRunner:
             )
         except ComfyUIError as exc:
             throttle.flush()
-            self.analytics.emit(JobFailed(prompt_id, f"{exc.code}: {exc.message}", method["value"]))
+            self.analytics.emit(JobFailed(prompt_id, f"{exc.code}: {exc.message}", method))
             self._log.warning("job %s (%s) failed on %s: %s: %s", prompt_id, job_type, self.pod.server_url, exc.code, exc.message)
             raise
         throttle.flush()
