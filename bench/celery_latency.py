@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.client import enqueue_workflow
-from tests.integration.celery_support import WorkerProcess, app_for, env_for
+from tasks.client import enqueue_workflow, task_state
+from tests.integration.celery_support import WorkerProcess, app_for, env_for, running
 from worker.local_redis import LocalRedis
 from worker.simulator import ComfyUISimulator, SimulatorTiming
 
@@ -51,7 +51,7 @@ def main(whole_worker: bool = True) -> None:
             time.sleep(0.005)
         os.kill(worker.pool_pid_of(result.id), signal.SIGKILL)
         killed = time.monotonic()
-        while not (str(result.state) == "PROGRESS" and result.info.get("attempt") == 2):
+        while not running(attempt=2)(task_state(result)):
             time.sleep(0.005)
         print(f"kill -9 of the pool child -> job running again (attempt 2): {(time.monotonic() - killed) * 1000:.0f} ms")
         result.get(timeout=60)

@@ -16,7 +16,7 @@ from tasks.workflow import TASK_NAME
 from worker.comfyui.errors import ComfyUIError
 from worker.comfyui.workflow import validate_workflow
 
-__all__ = ["enqueue_workflow", "job_status"]
+__all__ = ["enqueue_workflow", "job_status", "task_state"]
 
 
 def enqueue_workflow(
@@ -41,10 +41,19 @@ def enqueue_workflow(
     return result
 
 
+def task_state(result: AsyncResult) -> tuple[str, Any]:  # type: ignore[type-arg]
+    """(state, info) from one read of the result backend.
+
+    ``result.state`` then ``result.info`` are two reads: a task that ends between them pairs the
+    state PROGRESS with the final result. One stored record gives a consistent pair.
+    """
+    meta = result.backend.get_task_meta(result.id)
+    return str(meta["status"]), meta.get("result")  # custom states such as PROGRESS are outside Celery's typed set
+
+
 def job_status(result: AsyncResult) -> dict[str, Any]:  # type: ignore[type-arg]
     """A JSON view of a task for a poller: state, PROGRESS meta, result or structured error."""
-    state = str(result.state)  # custom states such as PROGRESS are outside Celery's typed set
-    info = result.info
+    state, info = task_state(result)
     view: dict[str, Any] = {"task_id": result.id, "state": state}
     if state == "PROGRESS" and isinstance(info, dict):
         view["progress"] = info

@@ -40,7 +40,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     from tasks.app import create_app  # noqa: PLC0415
-    from tasks.client import enqueue_workflow, job_status  # noqa: PLC0415
+    from tasks.client import enqueue_workflow, job_status, task_state  # noqa: PLC0415
     from worker.follow import follow_task  # noqa: PLC0415
     from worker.outputs import save_outputs  # noqa: PLC0415
     from worker.pods import PodPool  # noqa: PLC0415
@@ -57,7 +57,9 @@ def _submit(args: argparse.Namespace) -> int:
     print(result.id)
     if not args.wait:
         return 0
-    state = follow_task(result, timeout=args.timeout or settings.job_hard_time_limit + 60, interactive=False if args.plain else None)
+    state = follow_task(
+        lambda: task_state(result), timeout=args.timeout or settings.job_hard_time_limit + 60, interactive=False if args.plain else None
+    )
     status = job_status(result)
     if state != "SUCCESS":
         print(json.dumps(status, indent=2, default=str), file=sys.stderr)

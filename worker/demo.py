@@ -22,7 +22,7 @@ import redis
 
 from config.settings import Settings
 from tasks.app import create_app
-from tasks.client import enqueue_workflow, job_status
+from tasks.client import enqueue_workflow, job_status, task_state
 from worker.comfyui.rest_client import ComfyUIRestClient
 from worker.comfyui.results import WorkflowResult
 from worker.follow import follow_task
@@ -105,7 +105,7 @@ def run_demo(
         out.write("4/5  enqueueing the sample txt2img workflow, then polling AsyncResult like a web backend\n")
         result = enqueue_workflow(app, workflow, job_type="image_generation")
         out.write(f"     task id (= ComfyUI prompt id): {result.id}\n")
-        state = follow_task(result, timeout=timeout, out=out, interactive=interactive)
+        state = follow_task(lambda: task_state(result), timeout=timeout, out=out, interactive=interactive)
         status = job_status(result)
         if state != "SUCCESS":
             detail = json.dumps(status.get("error") or {"state": state}, indent=2)

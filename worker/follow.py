@@ -7,15 +7,13 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from celery.result import AsyncResult
-
 from worker.progress_bar import render
 
 __all__ = ["follow_task"]
 
 
 def follow_task(
-    result: AsyncResult[Any],
+    read_state: Callable[[], tuple[str, Any]],
     *,
     timeout: float,
     out: TextIO = sys.stdout,
@@ -25,15 +23,17 @@ def follow_task(
 ) -> str:
     """Poll until the task ends or ``timeout`` passes; return the final state ("TIMEOUT" if none).
 
-    Interactive terminals get one redrawn line; logs and pipes get a line per change.
+    ``read_state`` returns (state, info) from one read (``tasks.client.task_state``), so a state
+    and its meta always belong together. Interactive terminals get one redrawn line; logs and
+    pipes get a line per change.
     """
     interactive = out.isatty() if interactive is None else interactive
     deadline = time.monotonic() + timeout
     last = ""
     last_meta: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        state = str(result.state)
-        info = result.info if state == "PROGRESS" else None
+        state, info = read_state()
+        info = info if state == "PROGRESS" else None
         if isinstance(info, dict):
             last_meta = info
         line = render(state, info if isinstance(info, dict) else None)

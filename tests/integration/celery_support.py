@@ -19,6 +19,7 @@ from celery.result import AsyncResult
 
 from config.settings import Settings
 from tasks.app import create_app
+from tasks.client import task_state
 from worker.local_redis import LocalRedis
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,21 +118,36 @@ class WorkerProcess:
                 self.process.wait(5)
 
 
+Snapshot = tuple[str, Any]
+
+
 def wait_for(
-    result: AsyncResult[Any], predicate: Callable[[AsyncResult[Any]], bool], timeout: float = 20.0, interval: float = 0.02
-) -> list[tuple[str, Any]]:
-    """Poll like a web backend; return every (state, info) seen."""
-    seen: list[tuple[str, Any]] = []
+    result: AsyncResult[Any], predicate: Callable[[Snapshot], bool], timeout: float = 20.0, interval: float = 0.02
+) -> list[Snapshot]:
+    """Poll like a web backend; return every distinct (state, info) seen, ending with the one that satisfied ``predicate``."""
+    seen: list[Snapshot] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state, info = str(result.state), result.info
-        if not seen or (seen[-1][0], repr(seen[-1][1])) != (state, repr(info)):
-            seen.append((state, info))
-        if predicate(result):
+        current = task_state(result)  # judge the very read we record
+        if not seen or (seen[-1][0], repr(seen[-1][1])) != (current[0], repr(current[1])):
+            seen.append(current)
+        if predicate(current):
             return seen
         time.sleep(interval)
     raise AssertionError(f"timed out; states seen: {[s for s, _ in seen]}")
 
 
-def finished(result: AsyncResult[Any]) -> bool:
-    return str(result.state) in ("SUCCESS", "FAILURE", "REVOKED")
+def finished(current: Snapshot) -> bool:
+    return current[0] in ("SUCCESS", "FAILURE", "REVOKED")
+
+
+def running(**expected: Any) -> Callable[[Snapshot], bool]:
+    """A predicate: PROGRESS whose meta has every ``expected`` key truthy (``True``) or equal to the given value."""
+
+    def check(current: Snapshot) -> bool:
+        state, info = current
+        if state != "PROGRESS" or not isinstance(info, dict):
+            return False
+        return all(bool(info.get(key)) if want is True else info.get(key) == want for key, want in expected.items())
+
+    return check

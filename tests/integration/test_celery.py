@@ -22,7 +22,7 @@ from celery.contrib.testing.worker import start_worker
 from celery.result import AsyncResult
 
 from tests.conftest import FAST, slow_workflow
-from tests.integration.celery_support import ROOT, WorkerProcess, app_for, env_for, finished, wait_for
+from tests.integration.celery_support import ROOT, WorkerProcess, app_for, env_for, finished, running, wait_for
 from tests.integration.sim_client import RawSocket, submit, wait_history
 from worker.comfyui.errors import ConnectionFailedError, ExecutionError, JobTimeoutError, WorkflowValidationError
 from worker.simulator import ComfyUISimulator, SimulatorTiming
@@ -204,7 +204,7 @@ def test_kill_9_of_the_pool_child_redelivers_and_follows_the_same_prompt(
     worker = WorkerProcess(app, env, log_path=tmp_path / "worker.log")
     try:
         result = enqueue_workflow(app, slow_workflow(steps=120))  # about 6 s on the simulator
-        wait_for(result, lambda r: str(r.state) == "PROGRESS" and (r.info or {}).get("step") not in (None, 0.0))
+        wait_for(result, running(step=True))
         os.kill(worker.pool_pid_of(result.id), signal.SIGKILL)
         killed = time.monotonic()
         seen = wait_for(result, finished, timeout=30)
@@ -228,7 +228,7 @@ def test_revoke_while_queued_on_the_pod_deletes_the_prompt(broker: str, sim: Com
     worker = WorkerProcess(app, env, log_path=tmp_path / "worker.log")
     try:
         result = enqueue_workflow(app, slow_workflow(steps=2, salt=2))
-        wait_for(result, lambda r: str(r.state) == "PROGRESS" and (r.info or {}).get("status") == "queued")
+        wait_for(result, running(status="queued"))
         app.control.revoke(result.id, terminate=True, signal="SIGUSR1")
         wait_for(result, finished)
         time.sleep(0.3)
@@ -249,7 +249,7 @@ def test_revoke_while_running_interrupts_the_prompt(broker: str, sim: ComfyUISim
     worker = WorkerProcess(app, env, log_path=tmp_path / "worker.log")
     try:
         result = enqueue_workflow(app, slow_workflow(steps=2000))
-        wait_for(result, lambda r: str(r.state) == "PROGRESS" and bool((r.info or {}).get("step")))
+        wait_for(result, running(step=True))
         app.control.revoke(result.id, terminate=True, signal="SIGUSR1")
         wait_for(result, finished)
         entry = wait_history(sim.url, result.id)
@@ -290,7 +290,7 @@ def test_two_pods_share_the_load(broker: str, tmp_path: Path) -> None:
             # the first job occupies one pod; the second, started once the first is running, sees
             # that pod's queue_remaining at 1 and the other at 0
             first = enqueue_workflow(app, slow_workflow(steps=100, salt=1))
-            wait_for(first, lambda r: str(r.state) == "PROGRESS" and (r.info or {}).get("status") == "running")
+            wait_for(first, running(status="running"))
             busy = first.info["pod"]
             second = enqueue_workflow(app, slow_workflow(steps=2, salt=2))
             second_pods = {info["pod"] for state, info in wait_for(second, finished) if state == "PROGRESS"}

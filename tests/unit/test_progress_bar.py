@@ -27,20 +27,16 @@ def test_render_running_queued_and_other_states() -> None:
     assert render("FAILURE", None) == "FAILURE"
 
 
-class FakeResult:
+class FakeReads:
+    """Each poll is one read; the last state repeats."""
+
     def __init__(self, states: list[tuple[str, Any]]) -> None:
         self._states = states
-        self._index = 0
+        self.reads = 0
 
-    @property
-    def state(self) -> str:
-        """Each poll reads the state once: it moves the fake on."""
-        self._index += 1
-        return self._states[min(self._index, len(self._states)) - 1][0]
-
-    @property
-    def info(self) -> Any:
-        return self._states[min(self._index, len(self._states)) - 1][1]
+    def __call__(self) -> tuple[str, Any]:
+        self.reads += 1
+        return self._states[min(self.reads, len(self._states)) - 1]
 
 
 def test_follow_prints_changes_and_ends_on_a_full_bar() -> None:
@@ -53,9 +49,9 @@ def test_follow_prints_changes_and_ends_on_a_full_bar() -> None:
         "step_max": 10.0,
         "method": "websocket",
     }
-    result = FakeResult([("PENDING", None), ("PROGRESS", meta), ("PROGRESS", meta), ("SUCCESS", {"ok": True})])
+    reads = FakeReads([("PENDING", None), ("PROGRESS", meta), ("PROGRESS", meta), ("SUCCESS", {"ok": True})])
     out = io.StringIO()
-    assert follow_task(result, timeout=5, out=out, interactive=False, sleep=lambda s: None) == "SUCCESS"  # type: ignore[arg-type]
+    assert follow_task(reads, timeout=5, out=out, interactive=False, sleep=lambda s: None) == "SUCCESS"
     lines = out.getvalue().splitlines()
     assert lines[0] == "waiting for a worker…"
     assert "50.0%" in lines[1]
@@ -65,4 +61,4 @@ def test_follow_prints_changes_and_ends_on_a_full_bar() -> None:
 
 def test_follow_times_out() -> None:
     out = io.StringIO()
-    assert follow_task(FakeResult([("PENDING", None)]), timeout=0.0, out=out, interactive=True) == "TIMEOUT"  # type: ignore[arg-type]
+    assert follow_task(FakeReads([("PENDING", None)]), timeout=0.0, out=out, interactive=True) == "TIMEOUT"
