@@ -75,8 +75,13 @@ class TaskOptions:
         return cls(pod, job_type, float(timeout) if timeout is not None else None)
 
 
-def progress_meta(state: JobProgressState, *, pod: PodConfig, attempt: int, job_type: str) -> dict[str, Any]:
-    """The documented PROGRESS meta (README): plain JSON for any poller."""
+def progress_meta(state: JobProgressState, *, pod: PodConfig, attempt: int, job_type: str, published_at: float) -> dict[str, Any]:
+    """The documented PROGRESS meta (README): plain JSON for any poller.
+
+    ``updated_at`` is when the worker wrote the record, not when the state last changed: a
+    trailing throttle may publish a state observed up to one window earlier, and what a poller
+    needs to judge is the record's freshness (a stale one means a stuck or dead worker).
+    """
     return {
         "prompt_id": state.prompt_id,
         "progress": round(state.progress, 1),
@@ -93,7 +98,7 @@ def progress_meta(state: JobProgressState, *, pod: PodConfig, attempt: int, job_
         "server_url": pod.safe_url,
         "job_type": job_type,
         "attempt": attempt,
-        "updated_at": state.updated_at,
+        "updated_at": published_at,
     }
 
 
@@ -164,7 +169,7 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
         def on_progress(state: JobProgressState) -> None:
             if cancel.is_set():
                 return  # never overwrite a REVOKED record with PROGRESS
-            meta = progress_meta(state, pod=pod, attempt=attempt, job_type=opts.job_type)
+            meta = progress_meta(state, pod=pod, attempt=attempt, job_type=opts.job_type, published_at=time.time())
             self.update_state(state="PROGRESS", meta=meta)
             try:
                 self.send_event("task-progress", **meta)
