@@ -211,6 +211,19 @@ def test_history_500_then_recovering(sim: ComfyUISimulator, client: ComfyUIPodCl
     assert counts(sim)["GET /history/{prompt_id}"] >= 6
 
 
+def test_failing_history_probes_do_not_end_a_job_the_socket_is_following(
+    sim: ComfyUISimulator, client: ComfyUIPodClient, events: list[PodEvent]
+) -> None:
+    """The probe is a safety net: a REST hiccup while the socket works must not fail the job."""
+    job = Job(client)
+    # every probe for the first ~1 s fails after its retries (3 requests each, one probe per 0.3 s)
+    when_connected(events, lambda: sim.faults.fail_route("GET", "/history", status=500, times=9))
+    result = job.run(slow_workflow(steps=30, seconds_per_step=1.0), prompt_id="probe-500")  # about 1.5 s
+    assert (result.status, result.method, result.fallback_reason) == ("success", "websocket", None)
+    assert counts(sim)["GET /history/{prompt_id}"] >= 10  # the failed probes, then the confirmation
+    assert counts(sim)["POST /prompt"] == 1
+
+
 def test_history_written_late(sim: ComfyUISimulator, client: ComfyUIPodClient, image_only: dict[str, Any]) -> None:
     sim.sim.timing.history_delay_seconds = 0.3
     result = Job(client).run(image_only)

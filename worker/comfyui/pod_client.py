@@ -360,7 +360,7 @@ class ComfyUIPodClient(ComfyUIRestClient):
                     # events sent while we were away are lost: ask history what happened meanwhile
                     next_probe = self.clock.monotonic()
                 if self.clock.monotonic() >= next_probe:
-                    result = self._probe(job)
+                    result = self._safety_probe(job)
                     if result is not None:
                         return result
                     next_probe = self.clock.monotonic() + self.settings.history_probe_interval
@@ -369,6 +369,18 @@ class ComfyUIPodClient(ComfyUIRestClient):
             for unsubscribe in subscriptions:
                 unsubscribe()
             ws.unwatch(job.prompt_id)
+
+    def _safety_probe(self, job: _Job) -> WorkflowResult | None:
+        """:meth:`_probe` while the socket is followed: a REST failure is logged, not fatal.
+
+        The probe only covers for a deaf or reconnected socket; failing the job because /history
+        hiccuped while the socket works would turn a safety net into a new way to fail. A broken
+        pod still ends the job: its socket drops, and REST polling has its own failure limit."""
+        try:
+            return self._probe(job)
+        except (TransportError, HTTPStatusError) as exc:
+            self.log.warning("comfyui history probe for prompt %s failed (still following the WebSocket): %s", job.prompt_id, exc)
+            return None
 
     def _on_completion(self, job: _Job, completion: PromptCompletion) -> WorkflowResult:
         if job.cancel.is_set():
