@@ -398,7 +398,8 @@ class SimulatorApp:
         content_type = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".mp4": "video/mp4"}.get(
             path.suffix, "application/octet-stream"
         )
-        return web.Response(body=path.read_bytes(), content_type=content_type, headers={"Content-Disposition": f'filename="{path.name}"'})
+        # streamed from disk, as ComfyUI does (web.FileResponse): a large video never sits in memory
+        return web.FileResponse(path, headers={"Content-Type": content_type, "Content-Disposition": f'filename="{path.name}"'})
 
     async def upload_image(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
