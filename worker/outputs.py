@@ -40,8 +40,22 @@ def safe_output_path(base: Path, subfolder: str, filename: str) -> Path:
     return target
 
 
+def _download_atomically(client: ComfyUIRestClient, item: OutputFile, path: Path) -> None:
+    """Stream into ``<name>.part`` and rename when complete: a failed download leaves no file."""
+    assert item.filename is not None
+    partial = path.with_name(path.name + ".part")
+    try:
+        with partial.open("wb") as sink:
+            client.download_to(sink, item.filename, item.subfolder, item.type)
+        partial.rename(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def save_outputs(client: ComfyUIRestClient, files: Iterable[OutputFile], directory: Path) -> list[Path]:
-    """Download every file output (texts are written as .txt) into ``directory``."""
+    """Download every file output (texts are written as .txt) into ``directory``.
+
+    Files are streamed to disk, never held whole in memory; a download that fails leaves nothing behind."""
     saved: list[Path] = []
     directory.mkdir(parents=True, exist_ok=True)
     for index, item in enumerate(files):
@@ -51,7 +65,7 @@ def save_outputs(client: ComfyUIRestClient, files: Iterable[OutputFile], directo
         elif item.filename:
             path = safe_output_path(directory, item.subfolder, item.filename)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(client.download(item.filename, item.subfolder, item.type))
+            _download_atomically(client, item, path)
         else:
             continue
         saved.append(path)

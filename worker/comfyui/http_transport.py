@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from requests.adapters import ReadTimeoutError  # urllib3's, as requests itself imports it
 
 from worker.clock import Clock, SystemClock
 from worker.comfyui.errors import ConnectionFailedError, HTTPStatusError, ProtocolError, TransportError, TransportTimeoutError
 from worker.comfyui.urls import ServerURL, redact_url
 
-__all__ = ["HTTPSettings", "HTTPTransport"]
+__all__ = ["HTTPSettings", "HTTPTransport", "transport_error"]
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,13 @@ class HTTPTransport:
         timeout: tuple[float, float] | None = None,
         accept: tuple[int, ...] = (200,),
         cancel: threading.Event | None = None,
+        stream: bool = False,
     ) -> requests.Response:
-        """Send, retrying idempotent requests; return a response whose status is in ``accept``."""
+        """Send, retrying idempotent requests; return a response whose status is in ``accept``.
+
+        With ``stream`` the body is left unread: the caller reads it (``iter_content``, where the
+        read timeout applies per chunk), translates failures with :func:`transport_error`, and
+        closes the response."""
         url = self.server.http(path)
         safe_url = redact_url(url)
         retry = method.upper() in ("GET", "HEAD") if idempotent is None else idempotent
@@ -107,25 +113,21 @@ class HTTPTransport:
             if attempt > 1 and self._clock.sleep(self.settings.retry_backoff * 2 ** (attempt - 2), cancel):
                 break
             try:
-                response = self._session().request(method, url, json=json_body, params=params, files=files, data=data, timeout=timeout)
-            except requests.ConnectTimeout:
-                last = TransportTimeoutError(
-                    f"{method} {safe_url}: no connection within {timeout[0]:g} s", phase="connect", seconds=timeout[0]
+                response = self._session().request(
+                    method, url, json=json_body, params=params, files=files, data=data, timeout=timeout, stream=stream
                 )
-            except requests.ReadTimeout:
-                last = TransportTimeoutError(f"{method} {safe_url}: no answer within {timeout[1]:g} s", phase="request", seconds=timeout[1])
-            except requests.ConnectionError as exc:
-                last = ConnectionFailedError(f"{method} {safe_url}: {_root_cause(exc)}", url=safe_url)
             except requests.RequestException as exc:
-                last = ConnectionFailedError(f"{method} {safe_url}: {exc.__class__.__name__}", url=safe_url)
+                last = transport_error(exc, method, safe_url, timeout)
             else:
                 if response.status_code in accept:
                     return response
+                with response:  # a streamed error body is read no further than its excerpt
+                    excerpt = _excerpt(next(response.iter_content(200), b"") if stream else response.content)
                 error = HTTPStatusError(
                     f"{method} {safe_url} answered HTTP {response.status_code}",
                     status=response.status_code,
                     url=safe_url,
-                    body_excerpt=_excerpt(response.content),
+                    body_excerpt=excerpt,
                 )
                 if response.status_code < 500 or not retry:
                     raise error
@@ -153,6 +155,18 @@ class HTTPTransport:
             raise ProtocolError(
                 f"{response.request.method} {redact_url(response.url)} did not answer JSON", excerpt=_excerpt(response.content)
             ) from None
+
+
+def transport_error(exc: requests.RequestException, method: str, safe_url: str, timeout: tuple[float, float]) -> TransportError:
+    """The typed error for a ``requests`` failure, while sending or while streaming a body."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return TransportTimeoutError(f"{method} {safe_url}: no connection within {timeout[0]:g} s", phase="connect", seconds=timeout[0])
+    # a read timeout while streaming a body arrives as a ConnectionError around urllib3's ReadTimeoutError
+    if isinstance(exc, requests.ReadTimeout) or isinstance(exc.args[0] if exc.args else None, ReadTimeoutError):
+        return TransportTimeoutError(f"{method} {safe_url}: no data within {timeout[1]:g} s", phase="request", seconds=timeout[1])
+    if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
+        return ConnectionFailedError(f"{method} {safe_url}: {_root_cause(exc)}", url=safe_url)
+    return ConnectionFailedError(f"{method} {safe_url}: {exc.__class__.__name__}", url=safe_url)
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -6,17 +6,25 @@ ours) is looked up in ``/queue`` and ``/history`` first, so a prompt is never su
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import requests
 
 from worker.clock import Clock, SystemClock
-from worker.comfyui.errors import ComfyUIError, HTTPStatusError, ProtocolError, TransportError, WorkflowValidationError
-from worker.comfyui.http_transport import HTTPSettings, HTTPTransport
+from worker.comfyui.errors import (
+    ComfyUIError,
+    HTTPStatusError,
+    JobCancelledError,
+    ProtocolError,
+    TransportError,
+    WorkflowValidationError,
+)
+from worker.comfyui.http_transport import HTTPSettings, HTTPTransport, transport_error
 from worker.comfyui.urls import ServerURL, redact_url
 
 __all__ = ["ComfyUIRestClient", "HealthReport", "QueueSnapshot", "SubmittedPrompt"]
@@ -57,6 +65,9 @@ class HealthReport:
     latency_ms: float | None = None
     comfyui_version: str | None = None
     queue_remaining: int | None = None
+
+
+_DOWNLOAD_CHUNK = 1 << 16
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -188,10 +199,36 @@ class ComfyUIRestClient:
     # ------------------------------------------------------------------ files and info
 
     def download(self, filename: str, subfolder: str = "", file_type: str = "output") -> bytes:
-        response = self.http.request("GET", "/view", params={"filename": filename, "subfolder": subfolder, "type": file_type})
-        if len(response.content) > self.http.settings.max_download_bytes:
-            raise ProtocolError(f"/view returned {len(response.content)} bytes, more than allowed")
-        return response.content
+        """A small output file in memory; large ones (videos) should go through :meth:`download_to`."""
+        buffer = io.BytesIO()
+        self.download_to(buffer, filename, subfolder, file_type)
+        return buffer.getvalue()
+
+    def download_to(
+        self, sink: BinaryIO, filename: str, subfolder: str = "", file_type: str = "output", *, cancel: threading.Event | None = None
+    ) -> int:
+        """Stream ``GET /view`` into ``sink`` chunk by chunk; return the byte count.
+
+        Memory stays at one chunk whatever the file size (a video can be hundreds of MB), the read
+        timeout applies to every chunk, and ``max_download_bytes`` is enforced while reading. A
+        failure mid-body is a :class:`TransportError`; what was written to ``sink`` is then partial."""
+        params = {"filename": filename, "subfolder": subfolder, "type": file_type}
+        response = self.http.request("GET", "/view", params=params, stream=True, cancel=cancel)
+        limit = self.http.settings.max_download_bytes
+        written = 0
+        with response:
+            try:
+                for chunk in response.iter_content(_DOWNLOAD_CHUNK):
+                    if cancel is not None and cancel.is_set():
+                        raise JobCancelledError(f"download of {filename!r} cancelled")
+                    written += len(chunk)
+                    if written > limit:
+                        raise ProtocolError(f"/view sent more than the {limit} bytes allowed for {filename!r}")
+                    sink.write(chunk)
+            except requests.RequestException as exc:
+                settings = self.http.settings
+                raise transport_error(exc, "GET", redact_url(response.url), (settings.connect_timeout, settings.read_timeout)) from None
+        return written
 
     def upload_image(
         self, content: bytes, filename: str, *, subfolder: str = "", file_type: str = "input", overwrite: bool = False
