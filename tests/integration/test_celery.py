@@ -79,9 +79,11 @@ def test_poller_sees_progress_then_success(broker: str, visible_sim: ComfyUISimu
     assert any(meta["node_type"] == "KSampler" and meta["step"] for meta in progress)
     assert {meta["prompt_id"] for meta in progress} == {result.id}  # the task id is the prompt id
     assert {meta["method"] for meta in progress} == {"websocket"}
-    # at most one update per throttle window (0.2 s here): far fewer than the ~30 state changes
+    # at most one update per throttle window (0.2 s here), while the state changes every 0.1 s or
+    # faster: 0.15 s tells the two apart and leaves room for the jitter between the throttle's
+    # decision and the stamp (a Redis write, a log line, a GC pause)
     stamps = [meta["updated_at"] for meta in progress][:-1]  # the final update goes at once
-    assert all(b - a >= 0.19 for a, b in itertools.pairwise(stamps))
+    assert all(b - a >= 0.15 for a, b in itertools.pairwise(stamps)), stamps
     final = result.get(timeout=5)
     assert final["status"] == "success" and final["prompt_id"] == result.id
     assert [f["filename"] for f in final["files"]] == ["ComfyUI_00001_.png"]
