@@ -217,6 +217,15 @@ def test_history_listing_and_deletion(sim: ComfyUISimulator) -> None:
     assert requests.get(f"{sim.url}/history", timeout=5).json() == {}
 
 
+def test_history_is_capped_like_comfyui(sim: ComfyUISimulator) -> None:
+    """Past MAXIMUM_HISTORY_SIZE each new entry drops the oldest, so one more than the cap exists."""
+    sim.sim.engine.max_history = 2
+    ids = [submit(sim.url, slow_workflow(steps=1, salt=i))["prompt_id"] for i in range(5)]
+    wait_history(sim.url, ids[-1])  # one prompt at a time, FIFO: the last done means all done
+    assert list(requests.get(f"{sim.url}/history", timeout=5).json()) == ids[-3:]
+    assert requests.get(f"{sim.url}/history/{ids[0]}", timeout=5).json() == {}  # evicted reads as unknown
+
+
 def test_origin_mismatch_is_refused_like_comfyui(sim: ComfyUISimulator) -> None:
     port = sim.port
     assert requests.get(f"{sim.url}/prompt", headers={"Origin": f"http://127.0.0.1:{port}"}, timeout=5).status_code == 200

@@ -156,6 +156,8 @@ class Engine:
         self._counter = 0
         self.running: QueueItem | None = None
         self.history: dict[str, dict[str, Any]] = {}
+        #: ComfyUI's MAXIMUM_HISTORY_SIZE: past it, each new entry drops the oldest (so one more can exist)
+        self.max_history = 10_000
         self._cache: dict[str, tuple[tuple[Any, ...], dict[str, Any] | None]] = {}
         self._wakeup = asyncio.Event()
         self._interrupt = False
@@ -364,6 +366,8 @@ class Engine:
         await asyncio.sleep(self.timing.history_delay_seconds)
         if generation != self.generation:
             return
+        if len(self.history) > self.max_history:
+            self.history.pop(next(iter(self.history)))
         self.history[prompt_id] = {
             "prompt": item.as_list(),
             "outputs": outputs_ui,
