@@ -182,6 +182,15 @@ def test_job_that_finishes_while_disconnected_still_resolves(
     assert wait_history(sim.url, "while-away")["status"]["status_str"] == "success"
 
 
+@pytest.mark.parametrize("prompt_id", ["job/7?x=1#frag", "with space %41"])
+def test_any_prompt_id_is_one_path_segment(client: ComfyUIPodClient, image_only: dict[str, Any], prompt_id: str) -> None:
+    """A caller's own id (a Celery task id can be any string) must not change the /history URL."""
+    for path in ("execute_workflow", "execute_workflow_with_polling"):
+        result = Job(client).run(dict(image_only), path, prompt_id=f"{prompt_id} {path}")
+        assert (result.prompt_id, result.status) == (f"{prompt_id} {path}", "success")
+        assert client.get_history(result.prompt_id) is not None
+
+
 def test_job_that_finishes_before_the_post_reply(sim: ComfyUISimulator, client: ComfyUIPodClient, image_only: dict[str, Any]) -> None:
     sim.faults.prompt_reply_delay = 0.3
     result = Job(client).run(image_only, prompt_id="early")

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import requests
 
@@ -163,7 +164,7 @@ class ComfyUIRestClient:
 
     def get_history(self, prompt_id: str, *, cancel: threading.Event | None = None) -> dict[str, Any] | None:
         """The history entry, or None while queued/running/unknown (the server answers ``{}``)."""
-        data = self.http.get_json(f"/history/{prompt_id}", cancel=cancel)
+        data = self.http.get_json(f"/history/{quote(prompt_id, safe='')}", cancel=cancel)  # an id is one path segment
         if not isinstance(data, dict):
             raise ProtocolError("GET /history did not answer a JSON object", excerpt=str(data)[:200])
         entry = data.get(prompt_id)
@@ -248,7 +249,7 @@ class ComfyUIRestClient:
         return data
 
     def object_info(self, node_class: str | None = None) -> dict[str, Any]:
-        data = self.http.get_json("/object_info" if node_class is None else f"/object_info/{node_class}")
+        data = self.http.get_json("/object_info" if node_class is None else f"/object_info/{quote(node_class, safe='')}")
         if not isinstance(data, dict):
             raise ProtocolError("GET /object_info did not answer a JSON object", excerpt=str(data)[:200])
         return data
