@@ -91,6 +91,11 @@ def main() -> None:
         slow(),
         "execute_workflow_with_polling",
     )
+    run(
+        "history 500 on the ws probes",
+        lambda s, e: after_connect(lambda: s.faults.fail_route("GET", "/history", status=500, times=3))(s, e),
+        slow(20),
+    )
     run("history written 0.5 s late", lambda s, e: setattr(s.sim.timing, "history_delay_seconds", 0.5), slow())
 
 
