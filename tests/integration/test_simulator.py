@@ -217,6 +217,32 @@ def test_history_listing_and_deletion(sim: ComfyUISimulator) -> None:
     assert requests.get(f"{sim.url}/history", timeout=5).json() == {}
 
 
+def test_free_memory_empties_the_cache_at_once_when_idle_else_after_the_running_prompt(sim: ComfyUISimulator) -> None:
+    ws = RawSocket(sim.url)
+
+    def cached_nodes(prompt_id: str, workflow: dict[str, Any]) -> tuple[str, ...]:
+        submit(sim.url, workflow, ws.client_id, prompt_id)
+        return next(f for f in ws.until_done(prompt_id) if isinstance(f, p.ExecutionCachedData)).nodes
+
+    quick, busy = slow_workflow(steps=1), slow_workflow(steps=40, salt=9)
+    assert cached_nodes("q1", quick) == ()
+    assert sorted(cached_nodes("q2", quick)) == ["1", "2"]
+    requests.post(f"{sim.url}/free", json={"unload_models": True}, timeout=5)  # models only: the cache stays
+    assert sorted(cached_nodes("q3", quick)) == ["1", "2"]
+    requests.post(f"{sim.url}/free", json={"free_memory": True}, timeout=5)  # idle: at once
+    assert cached_nodes("q4", quick) == ()
+
+    submit(sim.url, busy, ws.client_id, "b1")
+    deadline = time.monotonic() + 5
+    while [i[1] for i in requests.get(f"{sim.url}/queue", timeout=5).json()["queue_running"]] != ["b1"]:
+        assert time.monotonic() < deadline, "b1 never started"
+        time.sleep(0.005)
+    requests.post(f"{sim.url}/free", json={"free_memory": True}, timeout=5)  # b1 is running: applied after it
+    ws.until_done("b1")
+    assert wait_history(sim.url, "b1")["status"]["status_str"] == "success"  # b1 itself ran to the end
+    assert cached_nodes("b2", busy) == ()  # without the free, b2 would be all cached
+
+
 def test_history_is_capped_like_comfyui(sim: ComfyUISimulator) -> None:
     """Past MAXIMUM_HISTORY_SIZE each new entry drops the oldest, so one more than the cap exists."""
     sim.sim.engine.max_history = 2

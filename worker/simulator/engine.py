@@ -160,6 +160,7 @@ class Engine:
         self.max_history = 10_000
         self._cache: dict[str, tuple[tuple[Any, ...], dict[str, Any] | None]] = {}
         self._wakeup = asyncio.Event()
+        self._free_after_prompt = False
         self._interrupt = False
         self.last_node_id: str | None = None
         self.running_client_id: str | None = None
@@ -246,6 +247,19 @@ class Engine:
                     self.running = None
                     self.last_node_id = None
                     self.running_client_id = None
+                if self._free_after_prompt:
+                    self._free_after_prompt = False
+                    self._cache.clear()
+
+    def free(self, *, free_memory: bool) -> None:
+        """``POST /free``: ``free_memory`` empties the node cache, after the running prompt if any
+        (§8.6; models are not simulated, so ``unload_models`` alone changes nothing)."""
+        if not free_memory:
+            return
+        if self.running is None:
+            self._cache.clear()
+        else:
+            self._free_after_prompt = True
 
     def _emit(self, message: KnownMessage, client_id: str | None, broadcast_without_client: bool, generation: int) -> None:
         if generation != self.generation:

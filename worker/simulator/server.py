@@ -469,6 +469,11 @@ class SimulatorApp:
         return web.json_response(SERVER_FEATURES)
 
     async def free(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {}
+        self.engine.free(free_memory=isinstance(body, dict) and body.get("free_memory") is True)
         return web.Response(status=200)
 
     async def get_jobs(self, request: web.Request) -> web.StreamResponse:
