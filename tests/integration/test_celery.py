@@ -354,19 +354,37 @@ def test_flower_lists_the_task_as_progress_then_success(broker: str, visible_sim
     worker = WorkerProcess(app, env, log_path=tmp_path / "worker.log")
     try:
         assert status == 200
-        time.sleep(1.0)  # let Flower's event consumer attach before the task starts
-        result = enqueue_workflow(app, slow_workflow(steps=30))
-        states: list[str] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            response = requests.get(f"http://127.0.0.1:{port}/api/task/info/{result.id}", timeout=2)
-            if response.status_code == 200:
-                state = response.json().get("state")
-                if not states or states[-1] != state:
+
+        def flower_states(task_id: str) -> list[str]:
+            """Every state Flower's API shows for the task, in order, until SUCCESS."""
+            states: list[str] = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and states[-1:] != ["SUCCESS"]:
+                response = requests.get(f"http://127.0.0.1:{port}/api/task/info/{task_id}", timeout=2)
+                if response.status_code == 200 and states[-1:] != [state := response.json().get("state")]:
                     states.append(state)
-                if state == "SUCCESS":
-                    break
-            time.sleep(0.05)
+                time.sleep(0.05)
+            return states
+
+        def flower_knows(task_id: str, within: float) -> bool:
+            until = time.monotonic() + within
+            while time.monotonic() < until:
+                if requests.get(f"http://127.0.0.1:{port}/api/task/info/{task_id}", timeout=2).status_code == 200:
+                    return True
+                time.sleep(0.02)
+            return False
+
+        # Flower sees only events sent after its consumer attached: send probe tasks until it
+        # knows one (from its task-sent event), instead of sleeping and hoping
+        for salt in range(40):
+            probe = enqueue_workflow(app, slow_workflow(steps=1, salt=salt))
+            if flower_knows(probe.id, within=0.5):
+                break
+        else:
+            pytest.fail("Flower saw none of 40 probe tasks in 20 s")
+        assert flower_states(probe.id)[-1:] == ["SUCCESS"]
+        result = enqueue_workflow(app, slow_workflow(steps=30))
+        states = flower_states(result.id)
         assert "PROGRESS" in states, states
         assert states[-1] == "SUCCESS", states
         assert states.index("PROGRESS") < states.index("SUCCESS")
