@@ -161,7 +161,10 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
             except KeyError as exc:
                 raise WorkflowValidationError(str(exc)) from None
         else:
-            pod = (pool.find_prompt(prompt_id) if len(pool.pods) > 1 else None) or pool.least_loaded()
+            # only a task that ran before can have its prompt on a pod already: a retry, a worker
+            # lost (Celery retries it) or a message restored by the broker (``redelivered``)
+            ran_before = attempt > 1 or bool((self.request.delivery_info or {}).get("redelivered"))
+            pod = (pool.find_prompt(prompt_id) if ran_before and len(pool.pods) > 1 else None) or pool.least_loaded()
         cancel = threading.Event()
         accepted = threading.Event()
         started = time.monotonic()

@@ -10,6 +10,7 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from config.settings import PodConfig, Settings
 from worker.comfyui.errors import ComfyUIError, ConnectionFailedError, HTTPStatusError
@@ -18,6 +19,8 @@ from worker.comfyui.pod_client import ComfyUIPodClient, PodClientSettings
 from worker.comfyui.websocket_client import WebSocketSettings
 
 __all__ = ["PodPool", "pod_client_settings"]
+
+T = TypeVar("T")
 
 
 def pod_client_settings(settings: Settings) -> PodClientSettings:
@@ -87,7 +90,7 @@ class PodPool:
 
     def _load(self, pod: PodConfig) -> int | None:
         try:
-            return self.client(pod).queue_remaining()
+            return self.client(pod).queue_remaining(quick=True)
         except (ComfyUIError, HTTPStatusError) as exc:
             self._log.warning("pod %s (%s) is not usable: %s", pod.name, pod.safe_url, exc)
             return None
@@ -96,29 +99,40 @@ class PodPool:
         """The healthy pod with the fewest queued prompts (``queue_remaining``).
 
         Ties are broken at random: jobs starting at the same instant see the same loads, and a
-        fixed tie-break would send them all to the first pod."""
+        fixed tie-break would send them all to the first pod. Every job starts with this check, so
+        it is quick: a pod that does not answer at once within ``health_timeout`` is skipped."""
         if len(self.pods) == 1:
             return self.pods[0]
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=len(self.pods), thread_name_prefix="pod-load")
-            executor = self._executor
-        loads = list(executor.map(self._load, self.pods))
+        loads = self._on_every_pod(self._load)
         healthy = [(load, self._rng(), index) for index, load in enumerate(loads) if load is not None]
         if not healthy:
             raise ConnectionFailedError(f"none of the {len(self.pods)} ComfyUI pods answered")
         return self.pods[min(healthy)[2]]
 
     def find_prompt(self, prompt_id: str) -> PodConfig | None:
-        """The pod that has this prompt (queued, running or in history), after a redelivery."""
-        for pod in self.pods:
+        """The pod that has this prompt (queued, running or in history), after a redelivery.
+
+        All pods are asked at once: one slow or unreachable pod costs its own timeout, not the
+        sum of every pod's."""
+
+        def has_it(pod: PodConfig) -> bool:
             client = self.client(pod)
             try:
-                if client.get_history(prompt_id) is not None or client.get_queue().contains(prompt_id):
-                    return pod
+                return client.get_history(prompt_id) is not None or client.get_queue().contains(prompt_id)
             except (ComfyUIError, HTTPStatusError) as exc:
                 self._log.warning("could not look for prompt %s on pod %s: %s", prompt_id, pod.name, exc)
-        return None
+                return False
+
+        found = self._on_every_pod(has_it)
+        return next((pod for pod, here in zip(self.pods, found, strict=True) if here), None)
+
+    def _on_every_pod(self, call: Callable[[PodConfig], T]) -> list[T]:
+        """``call`` for every pod in parallel, results in pod order."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=len(self.pods), thread_name_prefix="pod-call")
+            executor = self._executor
+        return list(executor.map(call, self.pods))
 
     def close(self) -> None:
         with self._lock:

@@ -304,6 +304,55 @@ def test_two_pods_share_the_load(broker: str, tmp_path: Path) -> None:
             worker.stop()
 
 
+def _mark_redelivered(broker: str, queue: str) -> None:
+    """Do to the queued message what kombu's Redis transport does when it restores an unacked one
+    (a whole worker lost): set ``redelivered`` in its headers and delivery info."""
+    client = redis.Redis.from_url(broker)
+    raw = client.rpop(queue)
+    assert isinstance(raw, bytes), "no message queued"
+    payload = json.loads(raw)
+    payload["headers"]["redelivered"] = True
+    payload["properties"]["delivery_info"]["redelivered"] = True
+    client.rpush(queue, json.dumps(payload))
+
+
+def test_a_message_restored_by_the_broker_follows_its_prompt_on_the_pod_that_has_it(broker: str, tmp_path: Path) -> None:
+    """Pod b already runs the prompt (the lost worker's submission); a is idle, so the least-loaded
+    choice alone would submit it a second time on a."""
+    from tasks.client import enqueue_workflow
+
+    with ComfyUISimulator(timing=FAST, root=tmp_path / "a") as pod_a, ComfyUISimulator(timing=FAST, root=tmp_path / "b") as pod_b:
+        env = env_for(broker, f"a={pod_a.url},b={pod_b.url}")
+        app = app_for(env)
+        workflow = slow_workflow(steps=40)
+        result = enqueue_workflow(app, workflow)  # no worker yet: the message waits in Redis
+        submit(pod_b.url, workflow, "the-lost-worker", result.id)
+        _mark_redelivered(broker, "comfyui")
+        worker = WorkerProcess(app, env, log_path=tmp_path / "worker.log")
+        try:
+            wait_for(result, finished)
+            assert str(result.state) == "SUCCESS", worker.log()[-2000:]
+            assert result.get(timeout=5)["pod"] == "b"  # found there (the prompt may have ended meanwhile)
+            assert (posts(pod_a), posts(pod_b)) == (0, 1)  # only the lost worker's POST
+        finally:
+            worker.stop()
+
+
+def test_a_first_delivery_asks_no_other_pod_for_its_prompt(broker: str, tmp_path: Path) -> None:
+    """Looking a prompt up on every pod costs each pod's timeout: only a task that ran before does it."""
+    from tasks.client import enqueue_workflow
+
+    with ComfyUISimulator(timing=FAST, root=tmp_path / "a") as pod_a, ComfyUISimulator(timing=FAST, root=tmp_path / "b") as pod_b:
+        app = app_for(env_for(broker, f"a={pod_a.url},b={pod_b.url}"))
+        with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False, shutdown_timeout=10):
+            result = enqueue_workflow(app, slow_workflow(steps=2))
+            wait_for(result, finished)
+        chosen = result.get(timeout=5)["pod"]
+        other = pod_b if chosen == "a" else pod_a
+        assert other.request_counts().get("GET /history/{prompt_id}", 0) == 0
+        assert other.request_counts().get("GET /queue", 0) == 0
+
+
 def test_one_queue_per_pod(broker: str, tmp_path: Path) -> None:
     from tasks.client import enqueue_workflow
 

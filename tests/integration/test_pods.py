@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ from config.settings import PodConfig, Settings
 from tests.conftest import FAST, slow_workflow
 from tests.integration.sim_client import RawSocket, submit
 from worker.comfyui.errors import ConnectionFailedError
+from worker.comfyui.http_transport import HTTPSettings
+from worker.comfyui.pod_client import ComfyUIPodClient, PodClientSettings
 from worker.pods import PodPool
 from worker.simulator import ComfyUISimulator
 
@@ -27,6 +31,20 @@ def test_least_loaded_skips_unhealthy_pods_and_does_not_pile_up_sessions(tmp_pat
         assert max(sessions) <= len(pool.pods)  # one per pool thread, however many choices
         assert pool.find_prompt("busy") == pool.get("a")
         assert pool.find_prompt("nowhere") is None
+        pool.close()
+
+
+def test_a_hanging_pod_costs_the_load_check_its_health_timeout_only(tmp_path: Path) -> None:
+    """A pod that accepts connections but never answers (a stuck proxy) must not hold every job
+    for its read timeout times its retries (30 s x 4 here)."""
+    hanging = socket.create_server(("127.0.0.1", 0))  # never accepts: requests wait for an answer
+    slow_http = HTTPSettings(connect_timeout=1.0, read_timeout=30.0, retries=3)
+    with hanging, ComfyUISimulator(timing=FAST, root=tmp_path / "a") as live:
+        pods = [PodConfig("hung", f"http://127.0.0.1:{hanging.getsockname()[1]}"), PodConfig("live", live.url)]
+        pool = PodPool(pods, lambda pod: ComfyUIPodClient(pod.url, settings=PodClientSettings(http=slow_http, health_timeout=0.2)))
+        started = time.monotonic()
+        assert pool.least_loaded().name == "live"
+        assert time.monotonic() - started < 5.0  # 0.2 s expected; 120 s before the load check was quick
         pool.close()
 
 

@@ -144,8 +144,9 @@ class HTTPTransport:
         params: Mapping[str, str] | None = None,
         timeout: tuple[float, float] | None = None,
         cancel: threading.Event | None = None,
+        idempotent: bool | None = None,
     ) -> Any:
-        return self.decode(self.request("GET", path, params=params, timeout=timeout, cancel=cancel))
+        return self.decode(self.request("GET", path, params=params, timeout=timeout, cancel=cancel, idempotent=idempotent))
 
     def decode(self, response: requests.Response) -> Any:
         """JSON through the standard library: it accepts the NaN tokens ComfyUI may send (§5)."""

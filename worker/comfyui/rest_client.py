@@ -182,8 +182,13 @@ class ComfyUIRestClient:
         pending = [pid for _, pid in sorted(_queue_ids(data.get("queue_pending", []), "queue_pending"))]
         return QueueSnapshot(running, pending)
 
-    def queue_remaining(self) -> int:
-        data = self.http.get_json("/prompt")
+    def queue_remaining(self, *, quick: bool = False) -> int:
+        """Prompts pending plus running, over all clients (§9.5).
+
+        ``quick``: one attempt within ``health_timeout``, as a load check before every job must be
+        (a pod that hangs would otherwise hold each job for its read timeout times its retries)."""
+        limit = (self.health_timeout, self.health_timeout) if quick else None
+        data = self.http.get_json("/prompt", timeout=limit, idempotent=False if quick else None)
         try:
             return int(data["exec_info"]["queue_remaining"])
         except (KeyError, TypeError, ValueError):
