@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from worker.comfyui.errors import ConnectionFailedError, ProtocolError, TransportTimeoutError
+from worker.comfyui.errors import ConnectionFailedError, JobCancelledError, ProtocolError, TransportTimeoutError
 from worker.comfyui.http_transport import HTTPSettings
 from worker.comfyui.pod_client import ComfyUIPodClient
 from worker.comfyui.rest_client import ComfyUIRestClient
 from worker.comfyui.results import OutputFile
 from worker.outputs import save_outputs
 from worker.simulator import ComfyUISimulator
+
+RestFactory = Callable[..., ComfyUIRestClient]
+
+
+@pytest.fixture
+def rest() -> Iterator[RestFactory]:
+    """``rest(url, **kwargs)``: a REST client closed after the test (no session left open)."""
+    clients: list[ComfyUIRestClient] = []
+
+    def make(url: str, **kwargs: Any) -> ComfyUIRestClient:
+        clients.append(ComfyUIRestClient(url, **kwargs))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.close()
 
 
 def _output(sim: ComfyUISimulator, workflow: dict[str, Any]) -> OutputFile:
@@ -27,9 +44,11 @@ def _output(sim: ComfyUISimulator, workflow: dict[str, Any]) -> OutputFile:
         client.close()
 
 
-def test_a_file_is_streamed_to_disk_and_matches_view(sim: ComfyUISimulator, image_only: dict[str, Any], tmp_path: Path) -> None:
+def test_a_file_is_streamed_to_disk_and_matches_view(
+    sim: ComfyUISimulator, image_only: dict[str, Any], tmp_path: Path, rest: RestFactory
+) -> None:
     item = _output(sim, image_only)
-    client = ComfyUIRestClient(sim.url)
+    client = rest(sim.url)
     whole = client.download(item.filename or "", item.subfolder, item.type)
     assert whole.startswith(b"\x89PNG")
     [path] = save_outputs(client, [item], tmp_path / "out")
@@ -37,12 +56,24 @@ def test_a_file_is_streamed_to_disk_and_matches_view(sim: ComfyUISimulator, imag
     assert [p.name for p in (tmp_path / "out").iterdir()] == [path.name]  # no .part left behind
 
 
-def test_the_size_cap_is_enforced_while_reading(sim: ComfyUISimulator, image_only: dict[str, Any], tmp_path: Path) -> None:
+def test_the_size_cap_is_enforced_while_reading(
+    sim: ComfyUISimulator, image_only: dict[str, Any], tmp_path: Path, rest: RestFactory
+) -> None:
     item = _output(sim, image_only)
-    capped = ComfyUIRestClient(sim.url, http=HTTPSettings(max_download_bytes=16))
+    capped = rest(sim.url, http=HTTPSettings(max_download_bytes=16))
     with pytest.raises(ProtocolError, match="more than the 16 bytes"):
         save_outputs(capped, [item], tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_download_stops_when_cancelled(sim: ComfyUISimulator, image_only: dict[str, Any], rest: RestFactory) -> None:
+    item = _output(sim, image_only)
+    cancel = threading.Event()
+    cancel.set()
+    sink = io.BytesIO()
+    with pytest.raises(JobCancelledError):
+        rest(sim.url).download_to(sink, item.filename or "", item.subfolder, item.type, cancel=cancel)
+    assert sink.getvalue() == b""
 
 
 class CutServer:
@@ -87,8 +118,8 @@ def cut_server() -> Iterator[CutServer]:
     server.close()
 
 
-def test_a_body_cut_short_is_a_transport_error_and_leaves_no_file(cut_server: CutServer, tmp_path: Path) -> None:
-    client = ComfyUIRestClient(cut_server.url, http=HTTPSettings(retries=0))
+def test_a_body_cut_short_is_a_transport_error_and_leaves_no_file(cut_server: CutServer, tmp_path: Path, rest: RestFactory) -> None:
+    client = rest(cut_server.url, http=HTTPSettings(retries=0))
     item = OutputFile(node_id="9", kind="image", filename="big.png", subfolder="", type="output")
     with pytest.raises(ConnectionFailedError) as info:
         save_outputs(client, [item], tmp_path)
@@ -96,10 +127,10 @@ def test_a_body_cut_short_is_a_transport_error_and_leaves_no_file(cut_server: Cu
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_body_that_stalls_times_out_per_chunk(tmp_path: Path) -> None:
+def test_a_body_that_stalls_times_out_per_chunk(tmp_path: Path, rest: RestFactory) -> None:
     server = CutServer(hang=True)
     try:
-        client = ComfyUIRestClient(server.url, http=HTTPSettings(retries=0, read_timeout=0.2))
+        client = rest(server.url, http=HTTPSettings(retries=0, read_timeout=0.2))
         item = OutputFile(node_id="9", kind="image", filename="big.png", subfolder="", type="output")
         with pytest.raises(TransportTimeoutError) as info:
             save_outputs(client, [item], tmp_path)
