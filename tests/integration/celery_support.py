@@ -103,7 +103,8 @@ class WorkerProcess:
         if queues:
             args += ["-Q", queues]
         self.log_path = log_path
-        self.process = subprocess.Popen(args, env=dict(env), cwd=ROOT, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+        with log_path.open("w") as output:  # the child writes through its own copy of the descriptor
+            self.process = subprocess.Popen(args, env=dict(env), cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while not app.control.ping(destination=[self.name], timeout=0.3):
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -378,13 +378,14 @@ def _free_port() -> int:
 def start_flower(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], int, int]:
     """Flower as a process; returns it, its port, and the status of ``/api/workers`` once up."""
     port = _free_port()
-    flower = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tasks.app", "flower", "--address=127.0.0.1", f"--port={port}"],
-        env=env,
-        cwd=ROOT,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    with log.open("w") as output:  # the child writes through its own copy of the descriptor
+        flower = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tasks.app", "flower", "--address=127.0.0.1", f"--port={port}"],
+            env=env,
+            cwd=ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 30
     while True:
         try:
