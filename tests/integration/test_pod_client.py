@@ -302,15 +302,43 @@ def test_interrupt_by_someone_else(sim: ComfyUISimulator, client: ComfyUIPodClie
     assert info.value.to_dict()["node_type"] == "LabSlowProgress"
 
 
+def test_a_queued_prompt_learns_its_position_early_and_a_started_one_costs_no_request(sim: ComfyUISimulator) -> None:
+    """The history probe is rare (30 s here); the one early look at /queue is made only for a
+    prompt that has not started 0.1 s after its submission."""
+    settings = PodClientSettings(**{**SETTINGS.__dict__, "history_probe_interval": 30.0, "queued_probe_delay": 0.1})
+    client = ComfyUIPodClient(sim.url, settings=settings)
+    try:
+        started = Job(client)
+        assert started.run(slow_workflow(steps=20, salt=3), prompt_id="starts-at-once").status == "success"
+        assert counts(sim).get("GET /queue", 0) == 0
+
+        blocker = RawSocket(sim.url)
+        submit(sim.url, slow_workflow(steps=100, salt=4), blocker.client_id, "ahead")  # about 1 s
+        queued = Job(client)
+        assert queued.run(slow_workflow(steps=2, salt=5), prompt_id="behind").status == "success"
+        assert [s.queue_position for s in queued.progress if s.queue_position is not None] == [0]
+        assert counts(sim)["GET /queue"] == 1
+    finally:
+        client.close()
+
+
 def test_cancel_while_queued_deletes_the_prompt(sim: ComfyUISimulator, client: ComfyUIPodClient) -> None:
     blocker = RawSocket(sim.url)
     submit(sim.url, slow_workflow(steps=400, salt=1), blocker.client_id, "blocker")
     job = Job(client)
-    threading.Timer(0.3, job.cancel.set).start()
-    started = time.monotonic()
+    cancelled_at: list[float] = []
+
+    def cancel_once_queued() -> None:  # the job learns its position from /queue, then is cancelled
+        deadline = time.monotonic() + 5
+        while not any(s.queue_position == 0 for s in job.progress) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        cancelled_at.append(time.monotonic())
+        job.cancel.set()
+
+    threading.Thread(target=cancel_once_queued, daemon=True).start()
     with pytest.raises(JobCancelledError):
         job.run(slow_workflow(steps=2, salt=2), prompt_id="queued")
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - cancelled_at[0] < 1.0
     queue = requests.get(f"{sim.url}/queue", timeout=5).json()
     assert [i[1] for i in queue["queue_pending"]] == []
     assert [i[1] for i in queue["queue_running"]] == ["blocker"]

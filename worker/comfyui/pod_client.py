@@ -57,6 +57,8 @@ class PodClientSettings:
     poll_interval: float = 2.0
     #: while on the WebSocket, how often history is probed in case the socket went deaf
     history_probe_interval: float = 5.0
+    #: a prompt not started this long after its submission gets its queue position from /queue
+    queued_probe_delay: float = 0.5
     #: after a completion event, how long ``{}`` from /history is retried (it is written just after)
     history_confirm_timeout: float = 3.0
     #: a job's own deadline when the caller gives none (None: no deadline)
@@ -342,7 +344,10 @@ class ComfyUIPodClient(ComfyUIRestClient):
         try:
             self._submit(job, ws.client_id)
             self.log.info("comfyui prompt %s submitted to %s, following over WebSocket", job.prompt_id, self.server_url)
-            next_probe = self.clock.monotonic() + self.settings.history_probe_interval
+            # a prompt behind others hears nothing on the socket until it starts: an early look at
+            # /queue gives the caller its position at once (skipped if it has started by then)
+            next_probe = self.clock.monotonic() + min(self.settings.queued_probe_delay, self.settings.history_probe_interval)
+            early_look = True
             while True:
                 self._check_stop(job)
                 wait = job.deadline.cap(max(0.0, min(self.settings.wait_slice, next_probe - self.clock.monotonic())))
@@ -360,9 +365,11 @@ class ComfyUIPodClient(ComfyUIRestClient):
                     # events sent while we were away are lost: ask history what happened meanwhile
                     next_probe = self.clock.monotonic()
                 if self.clock.monotonic() >= next_probe:
-                    result = self._safety_probe(job)
-                    if result is not None:
-                        return result
+                    if not early_look or job.tracker.state().status is JobStatus.QUEUED:
+                        result = self._safety_probe(job)
+                        if result is not None:
+                            return result
+                    early_look = False
                     next_probe = self.clock.monotonic() + self.settings.history_probe_interval
                 job.tick()
         finally:
