@@ -325,6 +325,30 @@ def test_close_is_idempotent_and_leaves_nothing_behind(sim: ComfyUISimulator) ->
     assert all(c.connection.state is ConnectionState.CLOSED for c in clients)
 
 
+def test_every_client_socket_is_closed_whether_or_not_the_server_answers_the_close(sim: ComfyUISimulator) -> None:
+    """A silent server never echoes our close frame: the socket must still be closed, and the
+    same for a socket replaced by a reconnect."""
+    from worker.comfyui.websocket_client import default_ws_factory
+
+    opened: list[Any] = []
+
+    def recording(url: str, timeout: float, headers: list[str]) -> Any:
+        opened.append(default_ws_factory(url, timeout, headers))
+        return opened[-1]
+
+    polite = ComfyUIWebSocketClient(sim.url, settings=FAST, ws_factory=recording)
+    polite.connect()
+    sim.drop_sockets()
+    wait_until(lambda: polite.connection.reconnect_count == 1)
+    polite.close()
+    deaf = ComfyUIWebSocketClient(sim.url, settings=FAST, ws_factory=recording)
+    deaf.connect()
+    sim.faults.silent = True
+    deaf.close()
+    assert len(opened) == 3
+    assert [ws.sock for ws in opened] == [None, None, None]  # every socket closed, none left to the GC
+
+
 def test_close_during_reconnect_backoff_returns_promptly(sim: ComfyUISimulator) -> None:
     slow = ComfyUIWebSocketClient(
         sim.url, settings=WebSocketSettings(reconnect_delay=30.0, ping_interval=0.1, idle_timeout=0.5, read_slice=0.05)

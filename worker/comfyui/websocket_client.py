@@ -517,15 +517,22 @@ class ComfyUIWebSocketClient:
             self._close_quietly(ws, exchanged)
 
     def _close_quietly(self, ws: WebSocketLike, exchanged: bool = False) -> None:
-        """After a completed close handshake just drop the TCP connection; otherwise send a close
-        frame and wait briefly for the answer (a dead peer never answers)."""
+        """Close the handshake if it is still open (waiting briefly: a dead peer never answers),
+        then always release the socket.
+
+        websocket-client's ``close()`` does nothing once a close frame was sent (``connected`` is
+        then False), which is the case after :meth:`close` sent ours to a server that never
+        echoed it: without the ``shutdown()`` the descriptor was left to the garbage collector."""
         try:
-            if exchanged:
-                ws.shutdown()
-            else:
+            if not exchanged:
                 ws.close(timeout=min(1.0, self.settings.read_slice * 2))
         except Exception as exc:  # noqa: BLE001 - closing a broken socket may fail in many ways
             self._log.debug("closing websocket: %s", exc)
+        finally:
+            try:
+                ws.shutdown()
+            except Exception as exc:  # noqa: BLE001 - as above
+                self._log.debug("releasing websocket: %s", exc)
 
     # ------------------------------------------------------------------ dispatch
 
