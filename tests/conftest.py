@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.integration.celery_support import broker, redis_server  # noqa: F401 - fixtures
+from tests.integration.sim_client import RawSocket
 from tests.traces import load_workflow
 from worker.simulator import ComfyUISimulator, SimulatorTiming
 
@@ -23,6 +24,13 @@ def _restore_root_logger() -> Iterator[None]:
     yield
     root.setLevel(level)
     root.handlers = handlers
+
+
+@pytest.fixture(autouse=True)
+def _close_raw_sockets() -> Iterator[None]:
+    """Tests open raw simulator sockets freely; none outlives its test."""
+    yield
+    RawSocket.close_all()
 
 
 @pytest.fixture

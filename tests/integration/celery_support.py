@@ -52,6 +52,8 @@ def broker(redis_server: LocalRedis) -> Iterator[str]:
     redis.Redis.from_url(redis_server.url).flushall()
     yield redis_server.url
     _collect_results()
+    while _apps:
+        _apps.pop().close()  # its broker connections, while the broker still runs
 
 
 def _collect_results() -> None:
@@ -73,8 +75,14 @@ def env_for(broker: str, servers: str, **extra: str) -> dict[str, str]:
     return env
 
 
+_apps: list[Celery] = []
+
+
 def app_for(env: Mapping[str, str]) -> Celery:
-    return create_app(Settings.from_env(env))
+    """A Celery app as a web backend would have it; closed after the test by ``broker``."""
+    app = create_app(Settings.from_env(env))
+    _apps.append(app)
+    return app
 
 
 class WorkerProcess:

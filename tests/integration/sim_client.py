@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 import websocket
@@ -14,10 +14,14 @@ from worker.comfyui import protocol as p
 
 
 class RawSocket:
+    #: every socket not closed yet: the ``_close_raw_sockets`` fixture closes them after each test
+    opened: ClassVar[list[RawSocket]] = []
+
     def __init__(self, base_url: str, client_id: str | None = None, flags: bool = False, timeout: float = 5.0) -> None:
         self.client_id = client_id or str(uuid.uuid4())
         url = base_url.replace("http://", "ws://") + f"/ws?clientId={self.client_id}"
         self.ws = websocket.create_connection(url, timeout=timeout, suppress_origin=True)
+        RawSocket.opened.append(self)
         if flags:
             self.ws.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
 
@@ -42,7 +46,17 @@ class RawSocket:
         return self.until(lambda m: isinstance(m, p.ExecutingData) and m.node is None and m.prompt_id == prompt_id, timeout)
 
     def close(self) -> None:
-        self.ws.close()
+        try:
+            self.ws.close(timeout=0.5)
+        finally:
+            self.ws.shutdown()  # type: ignore[no-untyped-call]  # close() does nothing once marked closed
+        if self in RawSocket.opened:
+            RawSocket.opened.remove(self)
+
+    @classmethod
+    def close_all(cls) -> None:
+        for raw in list(cls.opened):
+            raw.close()
 
 
 def submit(base_url: str, workflow: dict[str, Any], client_id: str | None = None, prompt_id: str | None = None) -> dict[str, Any]:

@@ -148,3 +148,5 @@ def test_simulator_command_line_binds_loopback_and_serves() -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
