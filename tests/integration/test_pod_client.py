@@ -170,15 +170,19 @@ def test_drop_mid_job_without_reconnect_falls_back_to_polling(
     assert curve == sorted(curve) and curve[-1] == 100.0
 
 
-def test_job_that_finishes_while_disconnected_still_resolves(
-    sim: ComfyUISimulator, client: ComfyUIPodClient, events: list[PodEvent]
-) -> None:
+def test_job_that_finishes_while_disconnected_still_resolves(sim: ComfyUISimulator, events: list[PodEvent]) -> None:
+    """Only the probe made on reconnecting can find this completion: the periodic one is 30 s away."""
+    settings = PodClientSettings(**{**SETTINGS.__dict__, "history_probe_interval": 30.0})
+    client = ComfyUIPodClient(sim.url, settings=settings, listener=events.append)
     sim.faults.drop_sockets(at_event="progress", occurrence=1)
     # reconnects fail until after the prompt finished
     when_connected(events, lambda: sim.faults.refuse_websocket(seconds=0.15))
+    started = time.monotonic()
     result = Job(client).run(slow_workflow(steps=2), prompt_id="while-away")
     assert result.status == "success"
+    assert time.monotonic() - started < 3.0
     assert counts(sim)["POST /prompt"] == 1
+    client.close()
     assert wait_history(sim.url, "while-away")["status"]["status_str"] == "success"
 
 

@@ -363,7 +363,7 @@ class ComfyUIPodClient(ComfyUIRestClient):
                     raise value
                 elif kind == "connection" and value.kind == "reconnected":
                     # events sent while we were away are lost: ask history what happened meanwhile
-                    next_probe = self.clock.monotonic()
+                    next_probe, early_look = self.clock.monotonic(), False
                 if self.clock.monotonic() >= next_probe:
                     if not early_look or job.tracker.state().status is JobStatus.QUEUED:
                         result = self._safety_probe(job)
