@@ -12,16 +12,23 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import requests
 from requests.adapters import ReadTimeoutError  # urllib3's, as requests itself imports it
 
 from worker.clock import Clock, SystemClock
-from worker.comfyui.errors import ConnectionFailedError, HTTPStatusError, ProtocolError, TransportError, TransportTimeoutError
+from worker.comfyui.errors import (
+    ConnectionFailedError,
+    HTTPStatusError,
+    JobCancelledError,
+    ProtocolError,
+    TransportError,
+    TransportTimeoutError,
+)
 from worker.comfyui.urls import ServerURL, redact_url
 
-__all__ = ["HTTPSettings", "HTTPTransport", "transport_error"]
+__all__ = ["HTTPSettings", "HTTPTransport"]
 
 
 @dataclass(frozen=True)
@@ -100,9 +107,7 @@ class HTTPTransport:
     ) -> requests.Response:
         """Send, retrying idempotent requests; return a response whose status is in ``accept``.
 
-        With ``stream`` the body is left unread: the caller reads it (``iter_content``, where the
-        read timeout applies per chunk), translates failures with :func:`transport_error`, and
-        closes the response."""
+        With ``stream`` the body is left unread for :meth:`download`."""
         url = self.server.http(path)
         safe_url = redact_url(url)
         retry = method.upper() in ("GET", "HEAD") if idempotent is None else idempotent
@@ -117,7 +122,7 @@ class HTTPTransport:
                     method, url, json=json_body, params=params, files=files, data=data, timeout=timeout, stream=stream
                 )
             except requests.RequestException as exc:
-                last = transport_error(exc, method, safe_url, timeout)
+                last = _transport_error(exc, method, safe_url, timeout)
             else:
                 if response.status_code in accept:
                     return response
@@ -148,6 +153,37 @@ class HTTPTransport:
     ) -> Any:
         return self.decode(self.request("GET", path, params=params, timeout=timeout, cancel=cancel, idempotent=idempotent))
 
+    def download(
+        self,
+        path: str,
+        sink: BinaryIO,
+        *,
+        params: Mapping[str, str] | None = None,
+        limit: int,
+        cancel: threading.Event | None = None,
+        chunk_size: int = 1 << 16,
+    ) -> int:
+        """Stream a GET's body into ``sink`` chunk by chunk; return the byte count.
+
+        Memory stays at one chunk whatever the size, the read timeout applies to every chunk, and
+        ``limit`` is enforced while reading. A failure mid-body is translated like any other
+        (a :class:`TransportError`); what was written to ``sink`` is then partial."""
+        safe_url = redact_url(self.server.http(path))
+        response = self.request("GET", path, params=params, stream=True, cancel=cancel)
+        written = 0
+        with response:
+            try:
+                for chunk in response.iter_content(chunk_size):
+                    if cancel is not None and cancel.is_set():
+                        raise JobCancelledError(f"GET {safe_url}: download cancelled")
+                    written += len(chunk)
+                    if written > limit:
+                        raise ProtocolError(f"GET {safe_url} sent more than the {limit} bytes allowed")
+                    sink.write(chunk)
+            except requests.RequestException as exc:
+                raise _transport_error(exc, "GET", safe_url, (self.settings.connect_timeout, self.settings.read_timeout)) from None
+        return written
+
     def decode(self, response: requests.Response) -> Any:
         """JSON through the standard library: it accepts the NaN tokens ComfyUI may send (§5)."""
         try:
@@ -158,7 +194,7 @@ class HTTPTransport:
             ) from None
 
 
-def transport_error(exc: requests.RequestException, method: str, safe_url: str, timeout: tuple[float, float]) -> TransportError:
+def _transport_error(exc: requests.RequestException, method: str, safe_url: str, timeout: tuple[float, float]) -> TransportError:
     """The typed error for a ``requests`` failure, while sending or while streaming a body."""
     if isinstance(exc, requests.ConnectTimeout):
         return TransportTimeoutError(f"{method} {safe_url}: no connection within {timeout[0]:g} s", phase="connect", seconds=timeout[0])

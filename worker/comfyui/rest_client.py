@@ -20,12 +20,11 @@ from worker.clock import Clock, SystemClock
 from worker.comfyui.errors import (
     ComfyUIError,
     HTTPStatusError,
-    JobCancelledError,
     ProtocolError,
     TransportError,
     WorkflowValidationError,
 )
-from worker.comfyui.http_transport import HTTPSettings, HTTPTransport, transport_error
+from worker.comfyui.http_transport import HTTPSettings, HTTPTransport
 from worker.comfyui.urls import ServerURL, redact_url
 
 __all__ = ["ComfyUIRestClient", "HealthReport", "QueueSnapshot", "SubmittedPrompt"]
@@ -66,9 +65,6 @@ class HealthReport:
     latency_ms: float | None = None
     comfyui_version: str | None = None
     queue_remaining: int | None = None
-
-
-_DOWNLOAD_CHUNK = 1 << 16
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -213,28 +209,11 @@ class ComfyUIRestClient:
     def download_to(
         self, sink: BinaryIO, filename: str, subfolder: str = "", file_type: str = "output", *, cancel: threading.Event | None = None
     ) -> int:
-        """Stream ``GET /view`` into ``sink`` chunk by chunk; return the byte count.
-
-        Memory stays at one chunk whatever the file size (a video can be hundreds of MB), the read
-        timeout applies to every chunk, and ``max_download_bytes`` is enforced while reading. A
-        failure mid-body is a :class:`TransportError`; what was written to ``sink`` is then partial."""
+        """Stream ``GET /view`` into ``sink``, never holding the file whole (a video can be hundreds
+        of MB); at most ``max_download_bytes``. Returns the byte count; on an error the sink holds
+        a partial file."""
         params = {"filename": filename, "subfolder": subfolder, "type": file_type}
-        response = self.http.request("GET", "/view", params=params, stream=True, cancel=cancel)
-        limit = self.http.settings.max_download_bytes
-        written = 0
-        with response:
-            try:
-                for chunk in response.iter_content(_DOWNLOAD_CHUNK):
-                    if cancel is not None and cancel.is_set():
-                        raise JobCancelledError(f"download of {filename!r} cancelled")
-                    written += len(chunk)
-                    if written > limit:
-                        raise ProtocolError(f"/view sent more than the {limit} bytes allowed for {filename!r}")
-                    sink.write(chunk)
-            except requests.RequestException as exc:
-                settings = self.http.settings
-                raise transport_error(exc, "GET", redact_url(response.url), (settings.connect_timeout, settings.read_timeout)) from None
-        return written
+        return self.http.download("/view", sink, params=params, limit=self.http.settings.max_download_bytes, cancel=cancel)
 
     def upload_image(
         self, content: bytes, filename: str, *, subfolder: str = "", file_type: str = "input", overwrite: bool = False
