@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from config.settings import PodConfig, Settings
-from worker.comfyui.errors import ComfyUIError, ConnectionFailedError, HTTPStatusError
+from worker.comfyui.errors import ComfyUIError, ConnectionFailedError
 from worker.comfyui.http_transport import HTTPSettings
 from worker.comfyui.pod_client import ComfyUIPodClient, PodClientSettings
 from worker.comfyui.websocket_client import WebSocketSettings
@@ -91,7 +91,7 @@ class PodPool:
     def _load(self, pod: PodConfig) -> int | None:
         try:
             return self.client(pod).queue_remaining(quick=True)
-        except (ComfyUIError, HTTPStatusError) as exc:
+        except ComfyUIError as exc:  # HTTPStatusError included
             self._log.warning("pod %s (%s) is not usable: %s", pod.name, pod.safe_url, exc)
             return None
 
@@ -119,7 +119,7 @@ class PodPool:
             client = self.client(pod)
             try:
                 return client.get_history(prompt_id) is not None or client.get_queue().contains(prompt_id)
-            except (ComfyUIError, HTTPStatusError) as exc:
+            except ComfyUIError as exc:  # HTTPStatusError included
                 self._log.warning("could not look for prompt %s on pod %s: %s", prompt_id, pod.name, exc)
                 return False
 

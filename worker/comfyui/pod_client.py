@@ -545,5 +545,5 @@ class ComfyUIPodClient(ComfyUIRestClient):
             if job.prompt_id in snapshot.running:
                 self.interrupt(job.prompt_id)
             self.log.info("comfyui prompt %s %s: removed from the pod", job.prompt_id, why)
-        except (ComfyUIError, HTTPStatusError) as exc:
+        except ComfyUIError as exc:  # HTTPStatusError included
             self.log.warning("comfyui prompt %s %s, but it could not be removed from the pod: %s", job.prompt_id, why, exc)

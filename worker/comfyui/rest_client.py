@@ -19,7 +19,6 @@ import requests
 from worker.clock import Clock, SystemClock
 from worker.comfyui.errors import (
     ComfyUIError,
-    HTTPStatusError,
     ProtocolError,
     TransportError,
     WorkflowValidationError,
@@ -244,7 +243,7 @@ class ComfyUIRestClient:
         timeout = (self.health_timeout, self.health_timeout)
         try:
             data = self.http.decode(self.http.request("GET", "/system_stats", idempotent=False, timeout=timeout))
-        except (ComfyUIError, HTTPStatusError) as exc:
+        except ComfyUIError as exc:  # HTTPStatusError included
             return HealthReport(False, f"{exc.code}: {exc}")
         latency = (self._clock.monotonic() - started) * 1000.0
         system = data.get("system") if isinstance(data, dict) else None
