@@ -28,6 +28,7 @@ from worker.comfyui.results import WorkflowResult
 from worker.follow import follow_task
 from worker.local_redis import LocalRedis
 from worker.outputs import save_outputs
+from worker.processes import stop_process
 from worker.simulator import ComfyUISimulator, SimulatorTiming
 
 __all__ = ["DemoError", "run_demo"]
@@ -126,10 +127,4 @@ def run_demo(
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """Cold shutdown (SIGQUIT): a warm one would wait for the running job to finish."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGQUIT)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    stop_process(process, sig=signal.SIGQUIT, grace=15)

@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from worker.processes import stop_process
+
 __all__ = ["LocalRedis", "find_redis_server"]
 
 
@@ -69,12 +71,7 @@ class LocalRedis:
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(5)
+            stop_process(self._process)
             self._process = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)

@@ -22,6 +22,7 @@ from config.settings import Settings
 from tasks.app import create_app
 from tasks.client import task_state
 from worker.local_redis import LocalRedis
+from worker.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,13 +133,7 @@ class WorkerProcess:
         return self.log_path.read_text()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process, grace=15)
 
 
 Snapshot = tuple[str, Any]

@@ -25,6 +25,7 @@ from tests.conftest import FAST, slow_workflow
 from tests.integration.celery_support import ROOT, WorkerProcess, app_for, env_for, finished, running, wait_for
 from tests.integration.sim_client import RawSocket, submit, wait_history
 from worker.comfyui.errors import ConnectionFailedError, ExecutionError, JobTimeoutError, WorkflowValidationError
+from worker.processes import stop_process
 from worker.simulator import ComfyUISimulator, SimulatorTiming
 
 META_KEYS = {
@@ -440,8 +441,7 @@ def test_flower_lists_the_task_as_progress_then_success(broker: str, visible_sim
         assert states.index("PROGRESS") < states.index("SUCCESS")
     finally:
         worker.stop()
-        flower.terminate()
-        flower.wait(10)
+        stop_process(flower, grace=10)
 
 
 def test_flower_api_is_locked_without_the_explicit_opt_in(broker: str, sim: ComfyUISimulator, tmp_path: Path) -> None:
@@ -451,8 +451,7 @@ def test_flower_api_is_locked_without_the_explicit_opt_in(broker: str, sim: Comf
     try:
         assert status == 401
     finally:
-        flower.terminate()
-        flower.wait(10)
+        stop_process(flower, grace=10)
 
 
 def test_async_result_type_is_celerys(broker: str) -> None:
