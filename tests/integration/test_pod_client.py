@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -172,7 +173,7 @@ def test_drop_mid_job_without_reconnect_falls_back_to_polling(
 
 def test_job_that_finishes_while_disconnected_still_resolves(sim: ComfyUISimulator, events: list[PodEvent]) -> None:
     """Only the probe made on reconnecting can find this completion: the periodic one is 30 s away."""
-    settings = PodClientSettings(**{**SETTINGS.__dict__, "history_probe_interval": 30.0})
+    settings = dataclasses.replace(SETTINGS, history_probe_interval=30.0)
     client = ComfyUIPodClient(sim.url, settings=settings, listener=events.append)
     sim.faults.drop_sockets(at_event="progress", occurrence=1)
     # reconnects fail until after the prompt finished
@@ -203,8 +204,8 @@ def test_job_that_finishes_before_the_post_reply(sim: ComfyUISimulator, client: 
 
 
 def test_silent_socket_is_caught_by_the_history_probe(sim: ComfyUISimulator, events: list[PodEvent]) -> None:
-    deaf = PodClientSettings(
-        **{**SETTINGS.__dict__, "websocket": WebSocketSettings(connect_timeout=1.0, ping_interval=5.0, idle_timeout=30.0, read_slice=0.05)}
+    deaf = dataclasses.replace(
+        SETTINGS, websocket=WebSocketSettings(connect_timeout=1.0, ping_interval=5.0, idle_timeout=30.0, read_slice=0.05)
     )
     client = ComfyUIPodClient(sim.url, settings=deaf, listener=events.append)
     job = Job(client)
@@ -309,7 +310,7 @@ def test_interrupt_by_someone_else(sim: ComfyUISimulator, client: ComfyUIPodClie
 def test_a_queued_prompt_learns_its_position_early_and_a_started_one_costs_no_request(sim: ComfyUISimulator) -> None:
     """The history probe is rare (30 s here); the one early look at /queue is made only for a
     prompt that has not started 0.1 s after its submission."""
-    settings = PodClientSettings(**{**SETTINGS.__dict__, "history_probe_interval": 30.0, "queued_probe_delay": 0.1})
+    settings = dataclasses.replace(SETTINGS, history_probe_interval=30.0, queued_probe_delay=0.1)
     client = ComfyUIPodClient(sim.url, settings=settings)
     try:
         started = Job(client)
@@ -409,9 +410,7 @@ def test_non_json_answers_are_protocol_errors(sim: ComfyUISimulator, client: Com
 
 
 def test_lost_post_reply_is_recovered_without_a_second_post(sim: ComfyUISimulator, image_only: dict[str, Any]) -> None:
-    impatient = PodClientSettings(
-        **{**SETTINGS.__dict__, "http": HTTPSettings(connect_timeout=1.0, read_timeout=0.3, retries=1, retry_backoff=0.02)}
-    )
+    impatient = dataclasses.replace(SETTINGS, http=HTTPSettings(connect_timeout=1.0, read_timeout=0.3, retries=1, retry_backoff=0.02))
     client = ComfyUIPodClient(sim.url, settings=impatient)
     sim.faults.prompt_reply_delay = 0.6
     result = Job(client).run(image_only, prompt_id="lost-reply")
@@ -421,9 +420,7 @@ def test_lost_post_reply_is_recovered_without_a_second_post(sim: ComfyUISimulato
 
 
 def test_post_that_never_reached_the_queue_is_not_resubmitted(sim: ComfyUISimulator, image_only: dict[str, Any]) -> None:
-    impatient = PodClientSettings(
-        **{**SETTINGS.__dict__, "http": HTTPSettings(connect_timeout=1.0, read_timeout=0.2, retries=1, retry_backoff=0.02)}
-    )
+    impatient = dataclasses.replace(SETTINGS, http=HTTPSettings(connect_timeout=1.0, read_timeout=0.2, retries=1, retry_backoff=0.02))
     client = ComfyUIPodClient(sim.url, settings=impatient)
     sim.faults.fail_route("POST", "/prompt", delay=1.0, times=1)  # slow before it queues anything
     with pytest.raises(TransportTimeoutError) as info:

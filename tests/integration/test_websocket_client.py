@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -269,7 +270,7 @@ def test_malformed_duplicated_and_reordered_frames_are_survived(sim: ComfyUISimu
 
 
 def test_type_1_previews_without_feature_flags(sim: ComfyUISimulator, txt2img: dict[str, Any]) -> None:
-    legacy = ComfyUIWebSocketClient(sim.url, settings=WebSocketSettings(**{**FAST.__dict__, "send_feature_flags": False}))
+    legacy = ComfyUIWebSocketClient(sim.url, settings=dataclasses.replace(FAST, send_feature_flags=False))
     rec = Recorder(legacy, "legacy")
     legacy.connect()
     submit(sim.url, txt2img, legacy.client_id, "legacy")
