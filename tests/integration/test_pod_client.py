@@ -318,7 +318,7 @@ def test_a_queued_prompt_learns_its_position_early_and_a_started_one_costs_no_re
         assert counts(sim).get("GET /queue", 0) == 0
 
         blocker = RawSocket(sim.url)
-        submit(sim.url, slow_workflow(steps=100, salt=4), blocker.client_id, "ahead")  # about 1 s
+        submit(sim.url, slow_workflow(steps=50, salt=4), blocker.client_id, "ahead")  # about 0.5 s
         queued = Job(client)
         assert queued.run(slow_workflow(steps=2, salt=5), prompt_id="behind").status == "success"
         assert [s.queue_position for s in queued.progress if s.queue_position is not None] == [0]
