@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tasks.client import enqueue_workflow, task_state
 from tests.integration.celery_support import WorkerProcess, app_for, env_for, running
-from worker.local_redis import LocalRedis
+from worker.app.local_redis import LocalRedis
 from worker.simulator import ComfyUISimulator, SimulatorTiming
 
 

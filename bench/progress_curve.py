@@ -11,8 +11,8 @@ import time
 import requests
 
 from tests.traces import load_workflow
-from worker.clock import SystemClock
 from worker.comfyui import protocol as p
+from worker.comfyui.clock import SystemClock
 from worker.comfyui.progress import ProgressTracker, naive_progress
 from worker.comfyui.websocket_client import ComfyUIWebSocketClient, WebSocketSettings
 from worker.simulator import ComfyUISimulator, SimulatorTiming

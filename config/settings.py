@@ -15,29 +15,13 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from worker.comfyui.urls import ServerURL, redact_url
+from worker.fleet.pods import PodConfig
 
 __all__ = ["ENV_VARS", "EnvVar", "PodConfig", "Settings", "SettingsError"]
 
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable (never its secret value)."""
-
-
-@dataclass(frozen=True)
-class PodConfig:
-    """One ComfyUI server of the fleet."""
-
-    name: str
-    url: str = field(repr=False)
-
-    @property
-    def safe_url(self) -> str:
-        return redact_url(self.url)
-
-    @property
-    def queue(self) -> str:
-        """The Celery queue of this pod when one queue per pod is used."""
-        return f"comfyui.{self.name}"
 
 
 @dataclass(frozen=True)

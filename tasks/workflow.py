@@ -27,13 +27,14 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Ignore
 
-from config.settings import PodConfig, Settings
-from worker.analytics import Analytics, make_sink
+from config.settings import Settings
+from config.wiring import pod_pool
 from worker.comfyui.errors import JobCancelledError, JobTimeoutError, TransportError, WorkflowValidationError
 from worker.comfyui.progress import JobProgressState
 from worker.comfyui.rest_client import SubmittedPrompt
-from worker.job_runner import JOB_TYPES, ComfyUIJobRunner
-from worker.pods import PodPool
+from worker.fleet.analytics import Analytics, make_sink
+from worker.fleet.job_runner import JOB_TYPES, ComfyUIJobRunner
+from worker.fleet.pods import PodConfig
 
 __all__ = ["TASK_NAME", "TaskOptions", "progress_meta", "register"]
 
@@ -107,7 +108,7 @@ class _Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.pool = PodPool.from_settings(settings)
+        self.pool = pod_pool(settings)
         self.analytics = Analytics(
             make_sink(settings.analytics_sink, posthog_api_key=settings.posthog_api_key, posthog_host=settings.posthog_host)
         )

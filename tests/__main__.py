@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from worker.bootstrap import ROOT, ensure_environment
+from worker.app.bootstrap import ROOT, ensure_environment
 
 
 def main() -> int:

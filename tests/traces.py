@@ -1,4 +1,4 @@
-"""Reading the recorded ComfyUI 0.8.0 traces in ``../shared/comfyui-traces``."""
+"""Reading the recorded ComfyUI 0.8.0 traces kept in ``tests/data/comfyui-traces``."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The recorded ComfyUI 0.8.0 traffic: ground truth, kept in the project's shared folder beside
-#: the checkout (CI has it there too), or wherever COMFY_TRACES_DIR points.
-TRACE_DIR = Path(os.environ.get("COMFY_TRACES_DIR") or ROOT.parent / "shared" / "comfyui-traces")
+#: The recorded ComfyUI 0.8.0 traffic: ground truth, copied into the repository so that a plain
+#: clone (a user's, a fork's CI) runs the whole suite; COMFY_TRACES_DIR points elsewhere.
+TRACE_DIR = Path(os.environ.get("COMFY_TRACES_DIR") or ROOT / "tests" / "data" / "comfyui-traces")
 WORKFLOW_DIR = TRACE_DIR / "workflows"
 
 
 def trace_files() -> list[Path]:
     files = sorted(TRACE_DIR.glob("*.jsonl"))
     if not files:
-        raise FileNotFoundError(f"no traces in {TRACE_DIR}: put shared/ beside the checkout, or set COMFY_TRACES_DIR")
+        raise FileNotFoundError(f"no traces in {TRACE_DIR}: they belong in tests/data/comfyui-traces")
     return files
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from worker.bootstrap import ROOT, ensure_environment
+from worker.app.bootstrap import ROOT, ensure_environment
 
 if __name__ == "__main__":
     ensure_environment("worker", [ROOT / "requirements.txt"])
-    from worker.cli import main
+    from worker.app.cli import main
 
     raise SystemExit(main())

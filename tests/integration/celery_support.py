@@ -21,8 +21,8 @@ from celery.result import AsyncResult
 from config.settings import Settings
 from tasks.app import create_app
 from tasks.client import task_state
-from worker.local_redis import LocalRedis
-from worker.processes import stop_process
+from worker.app.local_redis import LocalRedis
+from worker.app.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -24,8 +24,8 @@ from celery.result import AsyncResult
 from tests.conftest import FAST, slow_workflow
 from tests.integration.celery_support import ROOT, WorkerProcess, app_for, env_for, finished, running, wait_for
 from tests.integration.sim_client import RawSocket, submit, wait_history
+from worker.app.processes import stop_process
 from worker.comfyui.errors import ConnectionFailedError, ExecutionError, JobTimeoutError, WorkflowValidationError
-from worker.processes import stop_process
 from worker.simulator import ComfyUISimulator, SimulatorTiming
 
 META_KEYS = {

@@ -16,7 +16,7 @@ from worker.comfyui.http_transport import HTTPSettings
 from worker.comfyui.pod_client import ComfyUIPodClient
 from worker.comfyui.rest_client import ComfyUIRestClient
 from worker.comfyui.results import OutputFile
-from worker.outputs import save_outputs
+from worker.fleet.outputs import save_outputs
 from worker.simulator import ComfyUISimulator
 
 RestFactory = Callable[..., ComfyUIRestClient]

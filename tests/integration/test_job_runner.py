@@ -8,11 +8,11 @@ import pytest
 
 from tests.conftest import slow_workflow
 from tests.integration.test_pod_client import SETTINGS
-from worker.analytics import Analytics, MemorySink
 from worker.comfyui.errors import ExecutionError
 from worker.comfyui.pod_client import ComfyUIPodClient
 from worker.comfyui.progress import JobProgressState, JobStatus
-from worker.job_runner import ComfyUIJobRunner
+from worker.fleet.analytics import Analytics, MemorySink
+from worker.fleet.job_runner import ComfyUIJobRunner
 from worker.simulator import ComfyUISimulator
 
 

@@ -8,20 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import PodConfig, Settings
+from config.settings import Settings
+from config.wiring import pod_pool
 from tests.conftest import FAST, slow_workflow
 from tests.integration.sim_client import RawSocket, submit
 from worker.comfyui.errors import ConnectionFailedError
 from worker.comfyui.http_transport import HTTPSettings
 from worker.comfyui.pod_client import ComfyUIPodClient, PodClientSettings
-from worker.pods import PodPool
+from worker.fleet.pods import PodConfig, PodPool
 from worker.simulator import ComfyUISimulator
 
 
 def test_least_loaded_skips_unhealthy_pods_and_does_not_pile_up_sessions(tmp_path: Path) -> None:
     with ComfyUISimulator(timing=FAST, root=tmp_path / "a") as a, ComfyUISimulator(timing=FAST, root=tmp_path / "b") as b:
         settings = Settings.from_env({"COMFYUI_SERVERS": f"a={a.url},b={b.url},dead=http://127.0.0.1:9", "COMFYUI_HTTP_RETRIES": "0"})
-        pool = PodPool.from_settings(settings)
+        pool = pod_pool(settings)
         busy = RawSocket(a.url)
         submit(a.url, slow_workflow(steps=400), busy.client_id, "busy")
         assert pool.least_loaded().name == "b"
@@ -49,9 +50,7 @@ def test_a_hanging_pod_costs_the_load_check_its_health_timeout_only(tmp_path: Pa
 
 
 def test_no_healthy_pod_is_a_transport_error() -> None:
-    pool = PodPool.from_settings(
-        Settings.from_env({"COMFYUI_SERVERS": "x=http://127.0.0.1:9,y=http://127.0.0.1:10", "COMFYUI_HTTP_RETRIES": "0"})
-    )
+    pool = pod_pool(Settings.from_env({"COMFYUI_SERVERS": "x=http://127.0.0.1:9,y=http://127.0.0.1:10", "COMFYUI_HTTP_RETRIES": "0"}))
     with pytest.raises(ConnectionFailedError):
         pool.least_loaded()
     with pytest.raises(KeyError):

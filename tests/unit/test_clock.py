@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 import time
 
-from worker.clock import Deadline, FakeClock, SystemClock
+from worker.comfyui.clock import Deadline, FakeClock, SystemClock
 
 
 def test_fake_clock_sleep_advances_time_instantly() -> None:

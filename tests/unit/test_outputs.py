@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.outputs import safe_output_path
+from worker.fleet.outputs import safe_output_path
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.traces import load_trace, trace_files
-from worker.clock import FakeClock
 from worker.comfyui import protocol as p
+from worker.comfyui.clock import FakeClock
 from worker.comfyui.progress import JobStatus, ProgressTracker, naive_progress, node_weights
 
 

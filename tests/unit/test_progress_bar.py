@@ -3,8 +3,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from worker.follow import follow_task
-from worker.progress_bar import render
+from worker.app.follow import follow_task
+from worker.app.progress_bar import render
 
 
 def test_render_running_queued_and_other_states() -> None:

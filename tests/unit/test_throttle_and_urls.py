@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from worker.clock import FakeClock
+from worker.comfyui.clock import FakeClock
 from worker.comfyui.throttle import Throttle
 from worker.comfyui.urls import ServerURL, redact_url
 

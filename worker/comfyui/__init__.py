@@ -1,1 +1,47 @@
-"""The ComfyUI layer: protocol, errors and clients. It never imports Celery or reads the environment."""
+"""The ComfyUI library: protocol, errors, clock, clients and progress.
+
+May import: the standard library, ``requests`` and ``websocket-client``, and itself. Never
+Celery, never ``config`` or the environment, never the fleet, the simulator or the app layer:
+anyone can use it to drive a ComfyUI server from Python. The names below are imported on first
+use, so ``import worker.comfyui.protocol`` (the simulator's only import) stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.comfyui.errors import ComfyUIError
+    from worker.comfyui.pod_client import ComfyUIPodClient, PodClientSettings
+    from worker.comfyui.rest_client import ComfyUIRestClient
+    from worker.comfyui.results import OutputFile, WorkflowResult
+    from worker.comfyui.websocket_client import ComfyUIWebSocketClient, WebSocketSettings
+
+_EXPORTS = {
+    "ComfyUIError": "worker.comfyui.errors",
+    "ComfyUIPodClient": "worker.comfyui.pod_client",
+    "PodClientSettings": "worker.comfyui.pod_client",
+    "ComfyUIRestClient": "worker.comfyui.rest_client",
+    "OutputFile": "worker.comfyui.results",
+    "WorkflowResult": "worker.comfyui.results",
+    "ComfyUIWebSocketClient": "worker.comfyui.websocket_client",
+    "WebSocketSettings": "worker.comfyui.websocket_client",
+}
+
+__all__ = [
+    "ComfyUIError",
+    "ComfyUIPodClient",
+    "ComfyUIRestClient",
+    "ComfyUIWebSocketClient",
+    "OutputFile",
+    "PodClientSettings",
+    "WebSocketSettings",
+    "WorkflowResult",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

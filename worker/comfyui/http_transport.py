@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 import requests
 from requests.adapters import ReadTimeoutError  # urllib3's, as requests itself imports it
 
-from worker.clock import Clock, SystemClock
+from worker.comfyui.clock import Clock, SystemClock
 from worker.comfyui.errors import (
     ConnectionFailedError,
     HTTPStatusError,

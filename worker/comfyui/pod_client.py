@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import requests
 
-from worker.clock import Clock, Deadline
 from worker.comfyui import protocol as p
+from worker.comfyui.clock import Clock, Deadline
 from worker.comfyui.errors import (
     ComfyUIError,
     ConnectionFailedError,

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from worker.clock import Clock
 from worker.comfyui import protocol as p
+from worker.comfyui.clock import Clock
 
 __all__ = ["JobProgressState", "JobStatus", "ProgressTracker", "naive_progress", "node_weights"]
 

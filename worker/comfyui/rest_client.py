@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import requests
 
-from worker.clock import Clock, SystemClock
+from worker.comfyui.clock import Clock, SystemClock
 from worker.comfyui.errors import (
     ComfyUIError,
     ProtocolError,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from worker.clock import Clock
+from worker.comfyui.clock import Clock
 
 __all__ = ["Throttle"]
 

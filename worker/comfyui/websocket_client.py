@@ -27,8 +27,8 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import websocket
 
-from worker.clock import Clock, Deadline, SystemClock
 from worker.comfyui import protocol as p
+from worker.comfyui.clock import Clock, Deadline, SystemClock
 from worker.comfyui.errors import (
     ComfyUIError,
     ConnectionFailedError,

@@ -1,7 +1,7 @@
 """The simulator's prompt queue, history, node cache and executor.
 
 It runs one prompt at a time, FIFO by priority number, and emits events in the order the real
-server does (see ``../shared/comfyui-traces``): ``status`` when taken, ``execution_start``,
+server does (see ``tests/data/comfyui-traces``): ``status`` when taken, ``execution_start``,
 ``execution_cached``, per node ``progress_state`` (running) → ``executing`` → steps →
 ``executed`` → ``progress_state`` (finished), then ``execution_success``, the history entry,
 ``status`` and the final ``executing`` with ``node: null``.

@@ -10,36 +10,33 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TypeVar
 
-from config.settings import PodConfig, Settings
 from worker.comfyui.errors import ComfyUIError, ConnectionFailedError
-from worker.comfyui.http_transport import HTTPSettings
-from worker.comfyui.pod_client import ComfyUIPodClient, PodClientSettings
-from worker.comfyui.websocket_client import WebSocketSettings
+from worker.comfyui.pod_client import ComfyUIPodClient
+from worker.comfyui.urls import redact_url
 
-__all__ = ["PodPool", "pod_client_settings"]
+__all__ = ["PodConfig", "PodPool"]
 
 T = TypeVar("T")
 
 
-def pod_client_settings(settings: Settings) -> PodClientSettings:
-    return PodClientSettings(
-        http=HTTPSettings(
-            connect_timeout=settings.http_connect_timeout, read_timeout=settings.http_read_timeout, retries=settings.http_retries
-        ),
-        websocket=WebSocketSettings(
-            connect_timeout=settings.ws_connect_timeout,
-            reconnect_attempts=settings.ws_reconnect_attempts,
-            reconnect_delay=settings.ws_reconnect_delay,
-            ping_interval=settings.ws_ping_interval,
-            idle_timeout=settings.ws_idle_timeout,
-        ),
-        poll_interval=settings.poll_interval,
-        history_probe_interval=settings.history_probe_interval,
-        job_timeout=settings.job_hard_time_limit,
-        health_timeout=min(5.0, settings.http_connect_timeout + 1),
-    )
+@dataclass(frozen=True)
+class PodConfig:
+    """One ComfyUI server of the fleet."""
+
+    name: str
+    url: str = field(repr=False)
+
+    @property
+    def safe_url(self) -> str:
+        return redact_url(self.url)
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue of this pod when one queue per pod is used."""
+        return f"comfyui.{self.name}"
 
 
 class PodPool:
@@ -60,21 +57,6 @@ class PodPool:
         self._rng = rng
         # reused across calls: HTTP sessions are per thread, so fresh threads would pile them up
         self._executor: ThreadPoolExecutor | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> PodPool:
-        client_settings = pod_client_settings(settings)
-
-        def factory(pod: PodConfig) -> ComfyUIPodClient:
-            return ComfyUIPodClient(
-                pod.url,
-                headers=settings.auth_headers(),
-                token=settings.ws_token(),
-                token_param=settings.token_param,
-                settings=client_settings,
-            )
-
-        return cls(settings.pods, factory)
 
     def get(self, name: str) -> PodConfig:
         for pod in self.pods:

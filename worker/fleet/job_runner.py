@@ -13,7 +13,15 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from worker.analytics import (
+from worker.comfyui.clock import Clock, SystemClock
+from worker.comfyui.errors import ComfyUIError
+from worker.comfyui.pod_client import ComfyUIPodClient, FallbackEvent, PodEvent
+from worker.comfyui.progress import JobProgressState, JobStatus
+from worker.comfyui.rest_client import SubmittedPrompt
+from worker.comfyui.results import WorkflowResult
+from worker.comfyui.throttle import Throttle
+from worker.comfyui.websocket_client import ConnectionEvent
+from worker.fleet.analytics import (
     Analytics,
     JobCompleted,
     JobFailed,
@@ -22,14 +30,6 @@ from worker.analytics import (
     WebSocketDisconnected,
     WebSocketFallback,
 )
-from worker.clock import Clock, SystemClock
-from worker.comfyui.errors import ComfyUIError
-from worker.comfyui.pod_client import ComfyUIPodClient, FallbackEvent, PodEvent
-from worker.comfyui.progress import JobProgressState, JobStatus
-from worker.comfyui.rest_client import SubmittedPrompt
-from worker.comfyui.results import WorkflowResult
-from worker.comfyui.throttle import Throttle
-from worker.comfyui.websocket_client import ConnectionEvent
 
 __all__ = ["JOB_TYPES", "ComfyUIJobRunner"]
 

@@ -23,17 +23,17 @@ import redis
 from config.settings import Settings
 from tasks.app import create_app
 from tasks.client import enqueue_workflow, job_status, task_state
+from worker.app.follow import follow_task
+from worker.app.local_redis import LocalRedis
+from worker.app.processes import stop_process
 from worker.comfyui.rest_client import ComfyUIRestClient
 from worker.comfyui.results import WorkflowResult
-from worker.follow import follow_task
-from worker.local_redis import LocalRedis
-from worker.outputs import save_outputs
-from worker.processes import stop_process
+from worker.fleet.outputs import save_outputs
 from worker.simulator import ComfyUISimulator, SimulatorTiming
 
 __all__ = ["DemoError", "run_demo"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = Path(__file__).resolve().parent / "samples" / "txt2img.json"
 
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from worker.progress_bar import render
+from worker.app.progress_bar import render
 
 __all__ = ["follow_task"]
 

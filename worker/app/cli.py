@@ -27,7 +27,7 @@ __all__ = ["main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from worker.demo import DemoError, run_demo  # noqa: PLC0415 - keeps `status` fast
+    from worker.app.demo import DemoError, run_demo  # noqa: PLC0415 - keeps `status` fast
 
     try:
         return run_demo(
@@ -39,11 +39,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from config.wiring import pod_pool  # noqa: PLC0415
     from tasks.app import create_app  # noqa: PLC0415
     from tasks.client import enqueue_workflow, job_status, task_state  # noqa: PLC0415
-    from worker.follow import follow_task  # noqa: PLC0415
-    from worker.outputs import save_outputs  # noqa: PLC0415
-    from worker.pods import PodPool  # noqa: PLC0415
+    from worker.app.follow import follow_task  # noqa: PLC0415
+    from worker.fleet.outputs import save_outputs  # noqa: PLC0415
 
     settings = Settings.from_env()
     try:
@@ -65,7 +65,7 @@ def _submit(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str), file=sys.stderr)
         return 1
     output = WorkflowResult.from_dict(status["result"])
-    pool = PodPool.from_settings(settings)
+    pool = pod_pool(settings)
     client = pool.client(pool.get(status["result"].get("pod") or settings.pods[0].name))
     for path in save_outputs(client, output.files, args.output_dir):
         print(f"saved {path}")

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from worker.processes import stop_process
+from worker.app.processes import stop_process
 
 __all__ = ["LocalRedis", "find_redis_server"]
 
