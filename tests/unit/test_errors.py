@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import pickle
 
 import pytest
@@ -77,7 +79,7 @@ def test_codes_are_stable() -> None:
         "ComfyUIError": "comfyui_error",
         "TransportError": "transport",
         "ConnectionFailedError": "connection",
-        "TransportTimeoutError": "timeout",
+        "TransportTimeoutError": "transport_timeout",
         "JobTimeoutError": "timeout",
         "ConnectionLostError": "connection_lost",
         "ProtocolError": "protocol",
@@ -109,3 +111,33 @@ def test_typed_accessors() -> None:
     http = SAMPLES[7]
     assert isinstance(http, e.HTTPStatusError)
     assert http.status == 502
+
+
+def test_every_class_has_its_own_code_and_a_raised_when_docstring() -> None:
+    classes = [c for _, c in inspect.getmembers(e, inspect.isclass) if issubclass(c, e.ComfyUIError)]
+    codes = [c.code for c in classes]
+    assert len(codes) == len(set(codes)), sorted(codes)
+    for cls in classes:
+        assert "raised" in (cls.__doc__ or "").lower(), cls.__name__
+    tree = e.__doc__ or ""
+    for cls in classes:
+        assert f"{cls.__name__} [{cls.code}]" in tree, f"the tree in errors.py's docstring lacks {cls.__name__}"
+
+
+@pytest.mark.parametrize("error", SAMPLES, ids=lambda x: type(x).__name__)
+def test_the_raw_stored_json_carries_code_message_and_fields(error: e.ComfyUIError) -> None:
+    """What a backend without this code reads: ``exc_message[1]`` is ``to_dict()``."""
+    app = Celery("raw", backend="cache+memory://", set_as_current=False)
+    app.conf.result_serializer = "json"
+    raw = json.loads(app.backend.encode(app.backend.prepare_exception(error, "json")))
+    message, fields = raw["exc_message"]
+    assert message == error.message
+    assert fields == error.to_dict()
+    assert fields["code"] == error.code and fields["message"] == error.message
+
+
+def test_details_never_echo_code_and_message_and_a_rebuilt_error_keeps_its_own_code() -> None:
+    error = e.ExecutionError("boom", node_id="2")
+    assert error.details == {"node_id": "2"}
+    forged = e.ExecutionError("boom", {"code": "validation", "message": "other", "node_id": "2"})
+    assert forged.code == "execution" and forged.to_dict() == error.to_dict()

@@ -1,12 +1,31 @@
 """One exception hierarchy for everything that can go wrong talking to ComfyUI.
 
+The tree (``code`` in brackets; codes are unique per class and stable: a web backend switches on them)::
+
+    ComfyUIError [comfyui_error]                 base; never raised itself
+    ├── TransportError [transport]               the only fallback / retry trigger
+    │   ├── ConnectionFailedError [connection]   could not connect (refused, DNS, TLS, HTTP upgrade refused)
+    │   ├── TransportTimeoutError [transport_timeout]  also a ComfyUITimeoutError; phase connect/handshake/idle/request
+    │   ├── ConnectionLostError [connection_lost]      an established connection went away
+    │   └── ProtocolError [protocol]             the server does not speak ComfyUI's protocol
+    ├── ComfyUITimeoutError [comfyui_timeout]    base of the two timeouts; never raised itself
+    │   ├── TransportTimeoutError                (see above)
+    │   └── JobTimeoutError [timeout]            the job's own deadline (phase job)
+    ├── HTTPStatusError [http]                   an unusable HTTP status
+    ├── WorkflowValidationError [validation]     the workflow (or a task option) was rejected
+    ├── ExecutionError [execution]               a node raised while the prompt ran
+    ├── PromptInterruptedError [interrupted]     ``POST /interrupt`` stopped the prompt
+    ├── JobCancelledError [cancelled]            we were told to stop (revoke, shutdown)
+    └── PromptNotFoundError [prompt_lost]        the prompt is in neither queue nor history
+
 Design rules:
 
-* Every error has a stable machine-readable ``code`` (what a web backend switches on).
-* All state lives in ``args == (message, details)`` with ``details`` a JSON-serialisable dict.
-  That is what makes the errors survive ``pickle`` *and* Celery's JSON result encoding, which
-  stores ``exc_type``, ``exc_module`` and ``exc_message = list(args)`` and rebuilds the error
-  with ``cls(*args)``.
+* Every error has a stable machine-readable ``code``, unique to its class (a test checks it).
+* All state lives in ``args == (message, fields)``, ``fields`` a JSON-serialisable dict that
+  carries ``code`` and ``message`` too. That makes the errors survive ``pickle`` *and* Celery's
+  JSON result encoding, which stores ``exc_type``, ``exc_module`` and ``exc_message =
+  list(args)`` and rebuilds the error with ``cls(*args)``: a backend without this code (or not
+  written in Python) reads ``exc_message[1]["code"]`` and the fields from the raw JSON.
 * Only :class:`TransportError` subclasses may ever trigger a fallback or a retry. An execution
   error, a validation error, a cancellation or our own bug never inherits from it, so a single
   ``except TransportError`` is exactly the fallback condition.
@@ -42,12 +61,15 @@ __all__ = [
 
 
 class ComfyUIError(Exception):
-    """Base of every error this package raises."""
+    """Base of every error this package raises; raised itself only for our own unexpected states."""
 
     code: ClassVar[str] = "comfyui_error"
 
     def __init__(self, message: str, details: Mapping[str, Any] | None = None) -> None:
-        super().__init__(message, dict(details or {}))
+        # code and message ride along in the fields so that the raw stored JSON carries them;
+        # a rebuilt error (``cls(*args)``) gets them back from its own class, not from the data
+        fields = {k: v for k, v in (details or {}).items() if k not in _RESERVED}
+        super().__init__(message, {"code": self.code, "message": message, **fields})
 
     @property
     def message(self) -> str:
@@ -55,8 +77,9 @@ class ComfyUIError(Exception):
 
     @property
     def details(self) -> dict[str, Any]:
+        """The structured fields (``node_id``, ``status`` …), without ``code`` and ``message``."""
         details = self.args[1] if len(self.args) > 1 else {}
-        return details if isinstance(details, dict) else {}
+        return {k: v for k, v in details.items() if k not in _RESERVED} if isinstance(details, dict) else {}
 
     def _str(self, key: str) -> str | None:
         value = self.details.get(key)
@@ -70,8 +93,12 @@ class ComfyUIError(Exception):
         return self.message
 
     def to_dict(self) -> dict[str, Any]:
-        """The structured form stored in results and events: ``code``, ``message`` and details."""
+        """The structured form stored in results and events: ``code``, ``message`` and details
+        (the same dict as ``exc_message[1]`` in the stored FAILURE JSON)."""
         return {"code": self.code, "message": self.message, **self.details}
+
+
+_RESERVED = frozenset({"code", "message"})
 
 
 def _fields(**values: Any) -> dict[str, Any]:
@@ -79,12 +106,15 @@ def _fields(**values: Any) -> dict[str, Any]:
 
 
 class TransportError(ComfyUIError):
-    """The server could not be reached or spoke nonsense: the only fallback/retry trigger."""
+    """Base of the transport failures, raised when the server cannot be reached or speaks
+    nonsense: the only fallback/retry trigger (raised itself only for unclassified socket errors)."""
 
     code = "transport"
 
 
 class ConnectionFailedError(TransportError):
+    """Raised when a connection cannot be opened: refused, DNS, TLS, or the WebSocket upgrade refused."""
+
     code = "connection"
 
     def __init__(self, message: str, details: Mapping[str, Any] | None = None, *, url: str | None = None) -> None:
@@ -92,9 +122,9 @@ class ConnectionFailedError(TransportError):
 
 
 class ComfyUITimeoutError(ComfyUIError):
-    """Something took longer than allowed; ``phase`` says what."""
+    """Base of the two timeouts (never raised itself): something took longer than allowed; ``phase`` says what."""
 
-    code = "timeout"
+    code = "comfyui_timeout"
 
     @property
     def phase(self) -> str | None:
@@ -102,9 +132,9 @@ class ComfyUITimeoutError(ComfyUIError):
 
 
 class TransportTimeoutError(ComfyUITimeoutError, TransportError):
-    """Connect, handshake, idle or request timeout: a transport failure."""
+    """Raised when a connect, handshake, idle or request timeout passes: a transport failure."""
 
-    code = "timeout"
+    code = "transport_timeout"
 
     def __init__(
         self,
@@ -118,7 +148,8 @@ class TransportTimeoutError(ComfyUITimeoutError, TransportError):
 
 
 class JobTimeoutError(ComfyUITimeoutError):
-    """The job's own deadline passed. Not a transport failure: never retried or fallen back on."""
+    """Raised when the job's own deadline passed (the ``timeout`` option or ``JOB_TIME_LIMIT``).
+    Not a transport failure: never retried or fallen back on."""
 
     code = "timeout"
 
@@ -136,7 +167,7 @@ class JobTimeoutError(ComfyUITimeoutError):
 
 
 class ConnectionLostError(TransportError):
-    """An established connection went away (close frame, reset, or silence past the idle limit)."""
+    """Raised when an established connection went away (close frame, reset, or silence past the idle limit)."""
 
     code = "connection_lost"
 
@@ -159,7 +190,7 @@ class ConnectionLostError(TransportError):
 
 
 class ProtocolError(TransportError):
-    """The server answered something that is not ComfyUI's protocol (non-JSON, wrong shape)."""
+    """Raised when the server answers something that is not ComfyUI's protocol (non-JSON, wrong shape)."""
 
     code = "protocol"
 
@@ -168,7 +199,7 @@ class ProtocolError(TransportError):
 
 
 class HTTPStatusError(ComfyUIError):
-    """An HTTP status the call cannot use (404, 500 …)."""
+    """Raised when an HTTP answer has a status the call cannot use (404, 500 …)."""
 
     code = "http"
 
@@ -189,7 +220,7 @@ class HTTPStatusError(ComfyUIError):
 
 
 class WorkflowValidationError(ComfyUIError):
-    """The workflow was rejected before it ran (``POST /prompt`` 400, or our own checks)."""
+    """Raised when the workflow is rejected before it ran (``POST /prompt`` 400, our own checks, or a bad task option)."""
 
     code = "validation"
 
@@ -218,7 +249,7 @@ class WorkflowValidationError(ComfyUIError):
 
 
 class ExecutionError(ComfyUIError):
-    """A node raised while the prompt ran (``execution_error``)."""
+    """Raised when a node raised while the prompt ran (``execution_error``)."""
 
     code = "execution"
 
@@ -281,7 +312,7 @@ class ExecutionError(ComfyUIError):
 
 
 class PromptInterruptedError(ComfyUIError):
-    """The prompt was stopped by ``POST /interrupt`` (by us or by someone else)."""
+    """Raised when the prompt was stopped by ``POST /interrupt`` (by us or by someone else)."""
 
     code = "interrupted"
 
@@ -307,7 +338,7 @@ class PromptInterruptedError(ComfyUIError):
 
 
 class JobCancelledError(ComfyUIError):
-    """We were asked to stop waiting (revoke, shutdown); the prompt was deleted or interrupted."""
+    """Raised when we were asked to stop waiting (revoke, shutdown); the prompt was deleted or interrupted."""
 
     code = "cancelled"
 
@@ -316,7 +347,7 @@ class JobCancelledError(ComfyUIError):
 
 
 class PromptNotFoundError(ComfyUIError):
-    """The prompt is in neither the queue nor the history (deleted, or the server restarted)."""
+    """Raised when the prompt is in neither the queue nor the history (deleted, or the server restarted)."""
 
     code = "prompt_lost"
 
