@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -105,8 +105,31 @@ def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
 def _broker(name: str, raw: str) -> str:
     parts = urlsplit(raw)
     if not parts.scheme or (parts.scheme not in ("memory", "filesystem") and not parts.netloc and "sqlite" not in parts.scheme):
-        raise SettingsError(f"{name} is not a URL: {redact_url(raw)!r}")
+        raise SettingsError(f"{name} is not a URL (e.g. redis://host:6379/0): {redact_url(raw)!r}")
     return raw
+
+
+#: Brokers that cannot also store results (Celery has no result backend of these schemes).
+_NOT_A_RESULT_BACKEND = ("amqp", "amqps", "pyamqp", "librabbitmq", "sqs", "qpid")
+
+
+def _broker_and_backend(get: Callable[[str, str], str]) -> tuple[str, str]:
+    """One URL scheme for every entry point: the broker also stores results unless
+    ``CELERY_RESULT_BACKEND`` says otherwise. Errors name the variable the user actually set."""
+    broker_var = "CELERY_BROKER_URL" if get("CELERY_BROKER_URL", "") else "REDIS_URL" if get("REDIS_URL", "") else "CELERY_BROKER_URL"
+    broker = _broker(broker_var, get(broker_var, "redis://127.0.0.1:6379/0"))
+    if get("CELERY_RESULT_BACKEND", ""):
+        backend = _broker("CELERY_RESULT_BACKEND", get("CELERY_RESULT_BACKEND", ""))
+    elif urlsplit(broker).scheme in _NOT_A_RESULT_BACKEND:
+        raise SettingsError(
+            f"{broker_var} is a {urlsplit(broker).scheme}:// broker, which cannot store results: set CELERY_RESULT_BACKEND "
+            "too (e.g. redis://host:6379/0; pollers read PROGRESS from it, so it must be shared storage, not rpc://)"
+        )
+    else:
+        backend = broker
+    if urlsplit(backend).scheme in _NOT_A_RESULT_BACKEND:
+        raise SettingsError(f"CELERY_RESULT_BACKEND cannot be a {urlsplit(backend).scheme}:// URL: use e.g. redis://host:6379/0")
+    return broker, backend
 
 
 def _pods(name: str, raw: str) -> tuple[PodConfig, ...]:
@@ -209,9 +232,7 @@ class Settings:
             value = env.get(name, "").strip()
             return value if value else default
 
-        redis_url = get("REDIS_URL", "redis://127.0.0.1:6379/0")
-        broker = _broker("CELERY_BROKER_URL", get("CELERY_BROKER_URL", redis_url))
-        backend = _broker("CELERY_RESULT_BACKEND", get("CELERY_RESULT_BACKEND", broker))
+        broker, backend = _broker_and_backend(get)
         soft = _float("JOB_TIME_LIMIT", get("JOB_TIME_LIMIT", "3600"))
         hard = _float("JOB_HARD_TIME_LIMIT", get("JOB_HARD_TIME_LIMIT", str(soft + 60)))
         if hard <= soft:

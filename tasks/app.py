@@ -1,20 +1,29 @@
 """The Celery application: ``celery -A tasks.app worker``.
 
-Creating it reads the settings (a bad value stops the worker at start, naming the variable)
-but connects to nothing: Celery's prefork pool forks after import.
+Creating it reads the settings (a bad value stops the worker at start, naming the variable, in
+one line) but connects to nothing: Celery's prefork pool forks after import.
+
+Workers consume the configured queue (``COMFYUI_QUEUE``, ``comfyui``) *and* Celery's default
+queue ``celery``: a web backend's plain ``Celery(broker=…).send_task("comfy.run_workflow", …)``
+goes there, and a task nobody consumes would stay PENDING forever, silently.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from celery import Celery, signals
+from kombu import Queue
 
-from config.settings import Settings
+from config.settings import Settings, SettingsError
 from tasks.workflow import register
 
-__all__ = ["app", "create_app", "settings_of"]
+__all__ = ["CELERY_DEFAULT_QUEUE", "app", "create_app", "settings_of"]
+
+#: Where ``send_task`` puts a task when neither the caller nor the app routes it.
+CELERY_DEFAULT_QUEUE = "celery"
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,13 @@ def create_app(settings: Settings | None = None) -> Celery:
         result_extended=False,
         result_expires=settings.result_expires,
         task_default_queue=settings.default_queue,
+        # consumed by a worker started without -Q: ours, and the one a plain send_task uses
+        task_queues=[Queue(name) for name in dict.fromkeys((settings.default_queue, CELERY_DEFAULT_QUEUE))],
+        # Celery prefers the CELERY_BROKER_URL / CELERY_RESULT_BACKEND environment variables over
+        # Celery(broker=…, backend=…): the settings passed here must win (the demo replaces an
+        # unreachable broker by a private one), so connections use these and the backend below
+        broker_read_url=settings.broker_url,
+        broker_write_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         # a stopping worker (SIGQUIT, or SIGTERM with REMAP_SIGTERM=SIGQUIT) gives running jobs
@@ -50,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_enable_soft_shutdown_on_idle=True,
         worker_hijack_root_logger=False,
     )
+    celery.backend_cls = settings.result_backend  # read before conf.result_backend (which the environment overrides)
     if settings.broker_is_redis:
         celery.conf.broker_transport_options = {"visibility_timeout": settings.visibility_timeout}
     celery.conf.comfy_settings = settings
@@ -70,4 +87,15 @@ def _log_settings(sender: Any = None, **_: Any) -> None:
         log.info("comfy-celery worker settings: %s", settings_of(celery).describe())
 
 
-app = create_app()
+def _started_by_celery_command() -> bool:
+    return "celery.bin.celery" in sys.modules
+
+
+try:
+    app = create_app()
+except SettingsError as _exc:
+    if not _started_by_celery_command():
+        raise
+    # `celery -A tasks.app worker` would bury the one line that matters under a long traceback
+    print(f"comfy-celery: configuration error: {_exc}", file=sys.stderr)
+    raise SystemExit(2) from None

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from config.settings import Settings
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config.settings import Settings, SettingsError
 from tasks.app import create_app
 from tasks.workflow import TASK_NAME
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_reliability_settings() -> None:
@@ -31,3 +40,37 @@ def test_the_task_is_registered_by_name_with_its_retry_cap() -> None:
     app = create_app(Settings.from_env({"TASK_MAX_RETRIES": "2", "TASK_RETRY_BACKOFF": "1.5"}))
     task = app.tasks[TASK_NAME]
     assert (task.max_retries, task.default_retry_delay, task.acks_late) == (2, 2, True)
+
+
+def test_workers_consume_our_queue_and_celerys_default_one() -> None:
+    app = create_app(Settings.from_env({}))
+    assert list(app.amqp.queues) == ["comfyui", "celery"]
+    assert app.conf.task_default_queue == "comfyui"
+
+
+def test_the_settings_passed_win_over_celerys_own_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", "redis://127.0.0.1:1/0")
+    app = create_app(Settings.from_env({"REDIS_URL": "redis://private:6400/0"}))
+    assert app.connection_for_write().as_uri().endswith("@private:6400/0")
+    assert app.connection_for_read().as_uri().endswith("@private:6400/0")
+    assert (app.backend.connparams["host"], app.backend.connparams["port"]) == ("private", 6400)
+
+
+def test_a_worker_with_a_bad_setting_says_it_in_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "COMFYUI_", "JOB_"))}
+    env.update(JOB_TIME_LIMIT="abc", PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tasks.app", "worker"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["comfy-celery: configuration error: JOB_TIME_LIMIT must be a number of seconds, got 'abc'"]
+
+
+def test_importing_the_app_with_a_bad_setting_raises_the_settings_error() -> None:
+    """A web backend importing tasks.app gets the exception (with its traceback), not a bare exit."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "COMFYUI_", "JOB_"))}
+    env.update(JOB_TIME_LIMIT="abc", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", "import tasks.app"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "config.settings.SettingsError: JOB_TIME_LIMIT" in done.stderr

@@ -74,7 +74,9 @@ def test_secrets_never_show() -> None:
 def test_every_variable_is_read() -> None:
     import inspect
 
-    source = inspect.getsource(Settings.from_env)
+    from config import settings as module
+
+    source = inspect.getsource(Settings.from_env) + inspect.getsource(module._broker_and_backend)
     assert all(f'"{var.name}"' in source for var in ENV_VARS)
 
 
@@ -90,3 +92,26 @@ def test_task_options_refuse_credentials_and_nonsense(options: dict[str, object]
 def test_task_options() -> None:
     assert TaskOptions.parse(None) == TaskOptions()
     assert TaskOptions.parse({"pod": "a", "job_type": "lora_training", "timeout": 30}) == TaskOptions("a", "lora_training", 30.0)
+
+
+def test_a_malformed_url_names_the_variable_the_user_set() -> None:
+    with pytest.raises(SettingsError, match=r"^REDIS_URL is not a URL"):
+        Settings.from_env({"REDIS_URL": "localhost:6379"})
+    with pytest.raises(SettingsError, match=r"^CELERY_BROKER_URL is not a URL"):
+        Settings.from_env({"CELERY_BROKER_URL": "localhost:6379", "REDIS_URL": "redis://r:6379/0"})
+    with pytest.raises(SettingsError, match=r"^CELERY_RESULT_BACKEND is not a URL"):
+        Settings.from_env({"CELERY_RESULT_BACKEND": "localhost:6379"})
+
+
+def test_a_rabbitmq_broker_without_a_backend_says_what_to_set() -> None:
+    with pytest.raises(SettingsError, match="CELERY_BROKER_URL is a amqp:// broker.*set CELERY_RESULT_BACKEND"):
+        Settings.from_env({"CELERY_BROKER_URL": "amqp://guest:guest@rabbit:5672//"})
+    with pytest.raises(SettingsError, match="CELERY_RESULT_BACKEND cannot be a amqp://"):
+        Settings.from_env({"CELERY_RESULT_BACKEND": "amqp://rabbit//"})
+    settings = Settings.from_env({"CELERY_BROKER_URL": "amqp://rabbit//", "CELERY_RESULT_BACKEND": "redis://r:6379/0"})
+    assert (settings.broker_url, settings.result_backend) == ("amqp://rabbit//", "redis://r:6379/0")
+
+
+def test_one_url_scheme_broker_and_results_on_the_same_url() -> None:
+    settings = Settings.from_env({"REDIS_URL": "redis://r:6379/0"})
+    assert settings.broker_url == settings.result_backend == "redis://r:6379/0"
