@@ -97,5 +97,5 @@ except SettingsError as _exc:
     if not _started_by_celery_command():
         raise
     # `celery -A tasks.app worker` would bury the one line that matters under a long traceback
-    print(f"comfy-celery: configuration error: {_exc}", file=sys.stderr)
+    sys.stderr.write(f"comfy-celery: configuration error: {_exc}\n")
     raise SystemExit(2) from None

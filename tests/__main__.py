@@ -8,7 +8,7 @@ from worker.app.bootstrap import ROOT, ensure_environment
 
 
 def main() -> int:
-    ensure_environment("tests", [ROOT / "requirements.txt", ROOT / "tests" / "requirements.txt"])
+    ensure_environment("tests", [ROOT / "requirements-local.txt", ROOT / "requirements.txt", ROOT / "tests" / "requirements.txt"])
     import pytest
 
     code = int(pytest.main(["-q", *sys.argv[1:]] if len(sys.argv) > 1 else ["-q", str(ROOT / "tests")]))

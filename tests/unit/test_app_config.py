@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import Settings, SettingsError
+from config.settings import Settings
 from tasks.app import create_app
 from tasks.workflow import TASK_NAME
 
@@ -60,9 +60,8 @@ def test_the_settings_passed_win_over_celerys_own_environment_variables(monkeypa
 def test_a_worker_with_a_bad_setting_says_it_in_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "COMFYUI_", "JOB_"))}
     env.update(JOB_TIME_LIMIT="abc", PYTHONPATH=str(ROOT))
-    done = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "tasks.app", "worker"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30
-    )
+    command = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker"]
+    done = subprocess.run(command, env=env, cwd=ROOT, check=False, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["comfy-celery: configuration error: JOB_TIME_LIMIT must be a number of seconds, got 'abc'"]
 
@@ -71,6 +70,7 @@ def test_importing_the_app_with_a_bad_setting_raises_the_settings_error() -> Non
     """A web backend importing tasks.app gets the exception (with its traceback), not a bare exit."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "COMFYUI_", "JOB_"))}
     env.update(JOB_TIME_LIMIT="abc", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", "import tasks.app"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    command = [sys.executable, "-c", "import tasks.app"]
+    done = subprocess.run(command, env=env, cwd=ROOT, check=False, capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
     assert "config.settings.SettingsError: JOB_TIME_LIMIT" in done.stderr

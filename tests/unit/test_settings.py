@@ -104,7 +104,7 @@ def test_a_malformed_url_names_the_variable_the_user_set() -> None:
 
 
 def test_a_rabbitmq_broker_without_a_backend_says_what_to_set() -> None:
-    with pytest.raises(SettingsError, match="CELERY_BROKER_URL is a amqp:// broker.*set CELERY_RESULT_BACKEND"):
+    with pytest.raises(SettingsError, match=r"CELERY_BROKER_URL is a amqp:// broker.*set CELERY_RESULT_BACKEND"):
         Settings.from_env({"CELERY_BROKER_URL": "amqp://guest:guest@rabbit:5672//"})
     with pytest.raises(SettingsError, match="CELERY_RESULT_BACKEND cannot be a amqp://"):
         Settings.from_env({"CELERY_RESULT_BACKEND": "amqp://rabbit//"})
