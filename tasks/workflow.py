@@ -160,7 +160,7 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
             try:
                 pod = pool.get(opts.pod)
             except KeyError as exc:
-                raise WorkflowValidationError(str(exc)) from None
+                raise WorkflowValidationError(str(exc.args[0])) from None  # str(KeyError) quotes it again
         else:
             # only a task that ran before can have its prompt on a pod already: a retry, a worker
             # lost (Celery retries it) or a message restored by the broker (``redelivered``)

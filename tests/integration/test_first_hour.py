@@ -1,0 +1,147 @@
+"""The first hour of a user, against real processes: README's snippets as printed, the raw
+stored FAILURE JSON, a plain ``send_task``, and Flower started the documented way."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+from celery import Celery
+
+from tests.integration.celery_support import ROOT, WorkerProcess, app_for, env_for, finished, wait_for
+from worker.app.processes import stop_process
+from worker.simulator import ComfyUISimulator
+
+
+def readme_python_snippets() -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.MULTILINE | re.DOTALL)
+
+
+def _raw(broker: str, task_id: str) -> dict[str, Any]:
+    raw = redis.Redis.from_url(broker).get(f"celery-task-meta-{task_id}")
+    assert raw is not None
+    data: dict[str, Any] = json.loads(raw)
+    return data
+
+
+def test_readme_python_snippets_run_as_printed(broker: str, sim: ComfyUISimulator, tmp_path: Path) -> None:
+    snippets = readme_python_snippets()
+    assert snippets, "README has no Python snippet"
+    env = env_for(broker, sim.url)
+    worker = WorkerProcess(app_for(env), env, log_path=tmp_path / "worker.log")
+    try:
+        # the user's shell: REDIS_URL only, none of Celery's own variables
+        user_env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "COMFYUI_"))}
+        user_env.update(REDIS_URL=broker)
+        for snippet in snippets:
+            done = subprocess.run(
+                [sys.executable, "-c", snippet], cwd=ROOT, env=user_env, capture_output=True, text=True, timeout=60, check=False
+            )
+            assert done.returncode == 0, done.stderr[-2000:]
+            assert done.stdout.strip().splitlines()[-1].startswith("SUCCESS {"), done.stdout[-2000:]
+    finally:
+        worker.stop()
+
+
+def test_a_plain_send_task_without_a_queue_is_picked_up(broker: str, sim: ComfyUISimulator, tmp_path: Path) -> None:
+    """What a backend writes from Celery's docs: no queue, no routes. Celery's default queue."""
+    from tests.conftest import slow_workflow
+
+    env = env_for(broker, sim.url)
+    worker = WorkerProcess(app_for(env), env, log_path=tmp_path / "worker.log")
+    plain = Celery(broker=broker, backend=broker, set_as_current=False)
+    try:
+        task = plain.send_task("comfy.run_workflow", args=[slow_workflow(steps=1)])
+        assert task.get(timeout=20)["status"] == "success"
+    finally:
+        plain.close()
+        worker.stop()
+
+
+def test_the_raw_failure_json_carries_code_message_and_fields(broker: str, sim: ComfyUISimulator, tmp_path: Path) -> None:
+    """Read the Redis key with nothing but json: no import of our code to decode it."""
+    from tasks.client import enqueue_workflow
+
+    env = env_for(broker, sim.url)
+    app = app_for(env)
+    worker = WorkerProcess(app, env, log_path=tmp_path / "worker.log")
+    failing = {
+        "1": {"class_type": "LabSlowProgress", "inputs": {"steps": 1, "seconds_per_step": 0.1, "salt": 0}},
+        "2": {"class_type": "LabRaiseError", "inputs": {"message": "raw-boom", "value": ["1", 0]}},
+    }
+    try:
+        broken = enqueue_workflow(app, failing)
+        bad_option = app.send_task("comfy.run_workflow", args=[failing], kwargs={"options": {"pod": "nope"}})
+        for result in (broken, bad_option):
+            wait_for(result, finished)
+    finally:
+        worker.stop()
+    raw = _raw(broker, broken.id)
+    assert (raw["status"], raw["result"]["exc_type"]) == ("FAILURE", "ExecutionError")
+    message, fields = raw["result"]["exc_message"]
+    assert fields["code"] == "execution" and fields["message"] == message
+    assert (fields["node_id"], fields["node_type"], fields["exception_type"]) == ("2", "LabRaiseError", "RuntimeError")
+    raw = _raw(broker, bad_option.id)
+    message, fields = raw["result"]["exc_message"]
+    assert (raw["result"]["exc_type"], fields["code"]) == ("WorkflowValidationError", "validation")
+    assert message == "unknown pod 'nope'; configured: pod0"  # said once, not quoted twice
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _flower(args: list[str], env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    with log.open("w") as output:
+        process = subprocess.Popen([sys.executable, *args, f"--port={port}"], env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/healthcheck", timeout=1)
+            return process, port
+        except requests.ConnectionError:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+
+
+def test_flower_with_an_empty_basic_auth_is_usable_through_the_launcher(broker: str, tmp_path: Path) -> None:
+    """docker-compose passes FLOWER_BASIC_AUTH="" when unset: plain Flower then locks every page for good."""
+    env = dict(env_for(broker, "http://127.0.0.1:9"), FLOWER_BASIC_AUTH="", FLOWER_UNAUTHENTICATED_API="false")
+    plain, port = _flower(["-m", "celery", "-A", "tasks.app", "flower", "--address=127.0.0.1"], env, tmp_path / "plain.log")
+    try:
+        # Flower's own trap: the credential list [''] that no login matches
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 401
+        assert requests.get(f"http://127.0.0.1:{port}/", auth=("", ""), timeout=5).status_code == 401
+    finally:
+        stop_process(plain, grace=10)
+    launched, port = _flower(["-m", "worker.app.flower"], env, tmp_path / "launched.log")
+    try:
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+        assert requests.get(f"http://127.0.0.1:{port}/api/workers", timeout=5).status_code == 401  # the API stays locked
+    finally:
+        stop_process(launched, grace=10)
+    assert "listening on 127.0.0.1 only" in (tmp_path / "launched.log").read_text()
+
+
+def test_flower_with_basic_auth_prompts_a_browser(broker: str, tmp_path: Path) -> None:
+    env = dict(env_for(broker, "http://127.0.0.1:9"), FLOWER_BASIC_AUTH="ops:s3cret")
+    flower, port = _flower(["-m", "worker.app.flower", "--address=127.0.0.1"], env, tmp_path / "flower.log")
+    try:
+        page = requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert page.status_code == 401 and page.headers["WWW-Authenticate"].startswith("Basic")
+        assert requests.get(f"http://127.0.0.1:{port}/", auth=("ops", "s3cret"), timeout=5).status_code == 200
+    finally:
+        stop_process(flower, grace=10)
