@@ -54,7 +54,8 @@ def test_the_settings_passed_win_over_celerys_own_environment_variables(monkeypa
     app = create_app(Settings.from_env({"REDIS_URL": "redis://private:6400/0"}))
     assert app.connection_for_write().as_uri().endswith("@private:6400/0")
     assert app.connection_for_read().as_uri().endswith("@private:6400/0")
-    assert (app.backend.connparams["host"], app.backend.connparams["port"]) == ("private", 6400)
+    params = app.backend.connparams  # type: ignore[attr-defined]
+    assert (params["host"], params["port"]) == ("private", 6400)
 
 
 def test_a_worker_with_a_bad_setting_says_it_in_one_line() -> None:

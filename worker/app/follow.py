@@ -20,8 +20,12 @@ def follow_task(
     interactive: bool | None = None,
     interval: float = 0.2,
     sleep: Callable[[float], None] = time.sleep,
+    on_pending: Callable[[], str | None] | None = None,
 ) -> str:
     """Poll until the task ends or ``timeout`` passes; return the final state ("TIMEOUT" if none).
+
+    While the task is PENDING, ``on_pending`` may end the wait by returning a message (written
+    on its own line; the result is then "NO_WORKER"): a task no worker consumes never starts.
 
     ``read_state`` returns (state, info) from one read (``tasks.client.task_state``), so a state
     and its meta always belong together. Interactive terminals get one redrawn line; logs and
@@ -33,6 +37,11 @@ def follow_task(
     last_meta: dict[str, Any] = {}
     while time.monotonic() < deadline:
         state, info = read_state()
+        stop = on_pending() if on_pending is not None and state == "PENDING" else None
+        if stop is not None:
+            out.write(("\n" if interactive and last else "") + stop + "\n")
+            out.flush()
+            return "NO_WORKER"
         info = info if state == "PROGRESS" else None
         if isinstance(info, dict):
             last_meta = info
