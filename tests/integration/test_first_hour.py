@@ -145,3 +145,134 @@ def test_flower_with_basic_auth_prompts_a_browser(broker: str, tmp_path: Path) -
         assert requests.get(f"http://127.0.0.1:{port}/", auth=("ops", "s3cret"), timeout=5).status_code == 200
     finally:
         stop_process(flower, grace=10)
+
+
+def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _workflow_file(tmp_path: Path, steps: int = 2, seconds_per_step: float = 0.1) -> Path:
+    from tests.conftest import slow_workflow
+
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(slow_workflow(steps=steps, seconds_per_step=seconds_per_step)))
+    return path
+
+
+def test_status_tells_an_unknown_id_from_a_queued_one(broker: str, tmp_path: Path) -> None:
+    env = env_for(broker, "http://127.0.0.1:9")  # no worker at all
+    submitted = _cli("submit", str(_workflow_file(tmp_path)), env=env)
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = submitted.stdout.strip()
+    queued = _cli("status", task_id, env=env)
+    assert queued.returncode == 0
+    view = json.loads(queued.stdout)
+    assert (view["state"], view["queued"]) == ("PENDING", {"queue": "comfyui", "position": 0})
+    unknown = _cli("status", "no-such-task", env=env)
+    assert unknown.returncode == 3
+    assert json.loads(unknown.stdout)["note"].startswith("unknown task id")
+
+
+def test_submit_wait_gives_up_when_no_worker_consumes_the_queue(broker: str, sim: ComfyUISimulator, tmp_path: Path) -> None:
+    env = env_for(broker, f"a={sim.url}")
+    worker = WorkerProcess(app_for(env), env, log_path=tmp_path / "worker.log")  # consumes comfyui and celery only
+    try:
+        args = ("submit", str(_workflow_file(tmp_path)), "--wait", "--plain", "--pod", "a", "--queue-per-pod", "--no-worker-timeout", "1")
+        done = _cli(*args, env=env)
+    finally:
+        worker.stop()
+    assert done.returncode == 1
+    assert "no worker consumes queue 'comfyui.a' (workers seen: " in done.stdout
+    assert worker.name in done.stdout
+    assert "cancel it: python3 -m worker cancel" in done.stderr
+
+
+def test_submit_wait_reports_the_tasks_own_timeout(broker: str, sim: ComfyUISimulator, tmp_path: Path) -> None:
+    env = env_for(broker, sim.url)
+    worker = WorkerProcess(app_for(env), env, log_path=tmp_path / "worker.log")
+    try:
+        done = _cli(
+            "submit", str(_workflow_file(tmp_path, steps=200, seconds_per_step=1.0)), "--wait", "--plain", "--timeout", "1", env=env
+        )
+    finally:
+        worker.stop()
+    assert done.returncode == 1
+    view = json.loads(done.stderr[done.stderr.index("{") :])
+    assert view["state"] == "FAILURE" and view["error"]["code"] == "timeout", view
+
+
+def test_ctrl_c_on_submit_wait_says_the_job_keeps_running_and_cancel_revokes_it(broker: str, tmp_path: Path) -> None:
+    import signal
+
+    env = env_for(broker, "http://127.0.0.1:9")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker", "submit", str(_workflow_file(tmp_path)), "--wait", "--plain", "--no-worker-timeout", "60"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    task_id = process.stdout.readline().strip()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 130
+    assert f"task {task_id} keeps running on the fleet" in stderr
+    assert "everything" not in stderr
+    cancelled = _cli("cancel", task_id, env=env)
+    assert cancelled.returncode == 0 and "cancel sent" in cancelled.stdout
+
+
+def _demo_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "COMFYUI_", "REDIS_URL"))}
+    return dict(env, PYTHONPATH=str(ROOT))
+
+
+def test_the_demo_with_an_unreachable_configured_broker_uses_a_private_one(tmp_path: Path) -> None:
+    """Celery prefers CELERY_BROKER_URL over Celery(broker=…): the demo used to connect to the dead one."""
+    env = dict(_demo_env(), CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+    done = _cli("demo", "--plain", "--step-seconds", "0.05", "--output-dir", str(tmp_path / "out"), env=env, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "using a private redis-server instead" in done.stdout
+    assert list((tmp_path / "out").glob("*.png"))
+
+
+def test_two_ctrl_c_during_the_demo_stop_everything_it_started(tmp_path: Path) -> None:
+    import signal
+
+    # its own process group, like a shell's foreground job: Ctrl-C goes to the whole group
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "worker", "demo", "--plain", "--step-seconds", "0.5", "--output-dir", str(tmp_path / "out")],
+        cwd=ROOT,
+        env=_demo_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert demo.stdout is not None
+    worker_pid = None
+    lines: list[str] = []
+    for line in demo.stdout:
+        lines.append(line)
+        if line.strip().startswith("worker pid "):
+            worker_pid = int(line.split()[-1])
+        if line.startswith("4/5"):
+            break
+    assert worker_pid is not None, "".join(lines)
+    os.killpg(demo.pid, signal.SIGINT)
+    time.sleep(0.3)
+    os.killpg(demo.pid, signal.SIGINT)
+    rest, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 130, "".join(lines) + rest
+    assert "have stopped" in rest
+    try:
+        os.kill(worker_pid, 0)
+    except ProcessLookupError:
+        pass
+    else:
+        os.kill(worker_pid, signal.SIGKILL)
+        raise AssertionError(f"the demo's worker {worker_pid} outlived the demo")

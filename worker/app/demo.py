@@ -55,7 +55,10 @@ def _configured_broker(out: TextIO) -> str | None:
 
 def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-l", "info", "-c", "1", "-n", f"demo-{os.getpid()}@%h"]
-    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    # its own session: a terminal's Ctrl-C reaches only the demo, which stops the worker in order
+    # (two presses used to hit the worker directly and leave it orphaned)
+    with log_path.open("w") as log:
+        return subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def run_demo(
@@ -66,7 +69,22 @@ def run_demo(
     interactive: bool | None = None,
     out: TextIO = sys.stdout,
 ) -> int:
-    """Run the demo; return the process exit code (0 on success)."""
+    """Run the demo; return the process exit code (0 on success, 130 after Ctrl-C)."""
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        return _run(output_dir, step_seconds=step_seconds, timeout=timeout, interactive=interactive, out=out, children=children)
+    except KeyboardInterrupt:
+        running = [str(p.pid) for p in children if p.poll() is None]
+        if running:
+            out.write(f"\ninterrupted: process {', '.join(running)} did not stop; end it with kill -9\n")
+            return 1
+        out.write("\ninterrupted: the demo's worker, broker and simulator have stopped\n")
+        return 130
+
+
+def _run(
+    output_dir: Path, *, step_seconds: float, timeout: float, interactive: bool | None, out: TextIO, children: list[subprocess.Popen[bytes]]
+) -> int:
     workflow = json.loads(SAMPLE.read_text())
     with contextlib.ExitStack() as stack:
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="comfy-demo-")))
@@ -81,7 +99,10 @@ def run_demo(
         if broker is None:
             out.write("2/5  starting a private redis-server (the broker and result backend)…\n")
             try:
-                broker = stack.enter_context(LocalRedis()).url
+                local = stack.enter_context(LocalRedis())
+                broker = local.url
+                if local.process is not None:
+                    children.append(local.process)
             except RuntimeError as exc:
                 raise DemoError(f"could not start a broker: {exc}") from None
         else:
@@ -97,7 +118,9 @@ def run_demo(
         app = create_app(settings)
         out.write("3/5  starting a celery worker process…\n")
         worker = _start_worker(env, logs / "worker.log")
+        children.append(worker)
         stack.callback(_stop, worker)
+        out.write(f"     worker pid {worker.pid}\n")
         deadline = time.monotonic() + 60
         while not app.control.ping(timeout=0.5):
             if worker.poll() is not None or time.monotonic() > deadline:

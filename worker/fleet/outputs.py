@@ -35,7 +35,7 @@ def safe_output_path(base: Path, subfolder: str, filename: str) -> Path:
     stem, suffix = target.stem, target.suffix
     counter = 1
     while target.exists():
-        target = target.with_name(f"{stem} ({counter}){suffix}")
+        target = target.with_name(f"{stem}-{counter}{suffix}")  # shell-friendly: no space, no parentheses
         counter += 1
     return target
 
