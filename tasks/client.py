@@ -60,7 +60,18 @@ def job_status(result: AsyncResult) -> dict[str, Any]:  # type: ignore[type-arg]
     elif state == "SUCCESS":
         view["result"] = info
     elif state == "FAILURE":
-        view["error"] = info.to_dict() if isinstance(info, ComfyUIError) else {"code": "task_error", "message": repr(info)}
+        view["error"] = _error_view(info)
     elif state == "REVOKED":
         view["error"] = {"code": "cancelled", "message": str(info)}
     return view
+
+
+def _error_view(info: Any) -> dict[str, Any]:
+    """The structured error: ours carry ``code`` in ``args[1]`` even when Celery rebuilt them
+    as a generic exception (our module not imported by the reading process)."""
+    if isinstance(info, ComfyUIError):
+        return info.to_dict()
+    fields = info.args[1] if isinstance(info, BaseException) and len(info.args) > 1 else None
+    if isinstance(fields, dict) and isinstance(fields.get("code"), str):
+        return dict(fields)
+    return {"code": "task_error", "message": repr(info)}

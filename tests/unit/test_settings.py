@@ -115,3 +115,8 @@ def test_a_rabbitmq_broker_without_a_backend_says_what_to_set() -> None:
 def test_one_url_scheme_broker_and_results_on_the_same_url() -> None:
     settings = Settings.from_env({"REDIS_URL": "redis://r:6379/0"})
     assert settings.broker_url == settings.result_backend == "redis://r:6379/0"
+
+
+def test_an_empty_variable_counts_as_unset() -> None:
+    """docker-compose's ``${NAME:-}`` passes every unset variable as an empty string."""
+    assert Settings.from_env({var.name: "" for var in ENV_VARS}) == Settings.from_env({})

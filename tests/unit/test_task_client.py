@@ -38,3 +38,15 @@ def test_progress_view_holds_progress_meta() -> None:
     meta = {"progress": 40.0, "status": "running"}
     view = job_status(RacingResult({"status": "PROGRESS", "result": meta}))  # type: ignore[arg-type]
     assert view == {"task_id": "t-1", "state": "PROGRESS", "progress": meta}
+
+
+def test_an_error_rebuilt_without_our_module_keeps_its_code() -> None:
+    """Celery looks the exception's module up in sys.modules only: elsewhere it builds a generic class."""
+    from celery.utils.serialization import create_exception_cls
+
+    from tasks.client import _error_view
+
+    generic = create_exception_cls("ExecutionError", "celery.exceptions")
+    error = generic("boom", {"code": "execution", "message": "boom", "node_id": "2"})
+    assert _error_view(error) == {"code": "execution", "message": "boom", "node_id": "2"}
+    assert _error_view(KeyError("x"))["code"] == "task_error"
