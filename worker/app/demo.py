@@ -76,9 +76,9 @@ def run_demo(
     except KeyboardInterrupt:
         running = [str(p.pid) for p in children if p.poll() is None]
         if running:
-            out.write(f"\ninterrupted: process {', '.join(running)} did not stop; end it with kill -9\n")
+            sys.stderr.write(f"\ninterrupted: process {', '.join(running)} did not stop; end it with kill -9\n")
             return 1
-        out.write("\ninterrupted: the demo's worker, broker and simulator have stopped\n")
+        sys.stderr.write("\ninterrupted: the demo's worker, broker and simulator have stopped\n")
         return 130
 
 
