@@ -1,0 +1,100 @@
+"""The task's public contract: the PROGRESS meta and the SUCCESS result, as types.
+
+These are what a poller reads from ``AsyncResult.info`` (README "PROGRESS" and "SUCCESS"); the
+README's JSON examples are instances of these types. Plain JSON values only: any client in any
+language reads them from the result backend. A field added here is a contract change: add it
+to README's example in the same commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict, cast
+
+from worker.comfyui.progress import JobProgressState
+from worker.comfyui.results import WorkflowResult
+
+__all__ = ["ProgressMeta", "TaskResult", "progress_meta", "task_result"]
+
+
+class ProgressMeta(TypedDict):
+    """``result.info`` while the task is PROGRESS (and the ``task-progress`` event's fields)."""
+
+    #: the Celery task id, which is also ComfyUI's prompt id
+    prompt_id: str
+    #: 0 to 100, one decimal; never goes down, below 100 while running, exactly 100 at success
+    progress: float
+    #: ``queued`` | ``running`` | ``completed`` | ``failed`` | ``interrupted`` | ``cancelled``
+    status: str
+    #: the node executing now and its type (None between nodes)
+    node_id: str | None
+    node_type: str | None
+    #: the running node's own progress (e.g. the sampler step) and its maximum
+    step: float | None
+    step_max: float | None
+    nodes_done: int
+    nodes_total: int
+    #: 0 = next to run; None when not waiting in the pod's queue
+    queue_position: int | None
+    #: how the worker follows the prompt: ``websocket``, or ``rest_polling`` after a fallback
+    method: str
+    #: the pod's name and its URL with credentials redacted
+    pod: str
+    server_url: str
+    job_type: str
+    #: 1, then one more per redelivery or retry
+    attempt: int
+    #: Unix seconds when the worker wrote this record (its freshness, not the last change)
+    updated_at: float
+
+
+class TaskResult(TypedDict):
+    """``result.info`` / ``result.get()`` at SUCCESS: :class:`WorkflowResult` plus the pod's name."""
+
+    prompt_id: str
+    status: Literal["success"]
+    #: the history entry's outputs, per node id, as ComfyUI wrote them
+    outputs: dict[str, Any]
+    #: every output file and text (``OutputFile`` as a dict); fetch files with ``GET /view``
+    files: list[dict[str, Any]]
+    method: Literal["websocket", "rest_polling"]
+    duration_s: float
+    #: PROGRESS updates the caller saw (throttled)
+    progress_updates: int
+    server_url: str
+    #: outputs ComfyUI dropped after a partial validation failure
+    node_errors: dict[str, Any]
+    #: why the WebSocket was left for REST polling, if it was
+    fallback_reason: str | None
+    pod: str
+
+
+def progress_meta(state: JobProgressState, *, pod: str, server_url: str, attempt: int, job_type: str, published_at: float) -> ProgressMeta:
+    """The documented PROGRESS meta (README): plain JSON for any poller.
+
+    ``updated_at`` is when the worker wrote the record, not when the state last changed: a
+    trailing throttle may publish a state observed up to one window earlier, and what a poller
+    needs to judge is the record's freshness (a stale one means a stuck or dead worker).
+    """
+    return {
+        "prompt_id": state.prompt_id,
+        "progress": round(state.progress, 1),
+        "status": state.status.value,
+        "node_id": state.current_node_id,
+        "node_type": state.current_node_type,
+        "step": state.node_value,
+        "step_max": state.node_max,
+        "nodes_done": state.nodes_done,
+        "nodes_total": state.nodes_total,
+        "queue_position": state.queue_position,
+        "method": state.method,
+        "pod": pod,
+        "server_url": server_url,
+        "job_type": job_type,
+        "attempt": attempt,
+        "updated_at": published_at,
+    }
+
+
+def task_result(result: WorkflowResult, *, pod: str) -> TaskResult:
+    """The SUCCESS result: every field of the workflow result, plus the pod that ran it."""
+    return cast(TaskResult, {**result.to_dict(), "pod": pod})

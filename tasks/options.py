@@ -1,0 +1,58 @@
+"""``TaskOptions``: what a caller may choose per job, parsed and checked at the task's door.
+
+Credentials are settings, never task arguments: Flower and the result backend show arguments,
+so an option whose name looks like a credential or a URL is refused. A new per-job option
+(media inputs, a webhook name, …) is added here, as a typed field, with its check in ``parse``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from worker.comfyui.errors import WorkflowValidationError
+from worker.fleet.job_runner import JOB_TYPES
+
+__all__ = ["TaskOptions"]
+
+_FORBIDDEN_OPTION_HINTS = ("key", "token", "secret", "password", "auth", "header", "url", "credential")
+_KNOWN = frozenset({"pod", "job_type", "timeout"})
+
+
+def _refuse_credentials(options: Mapping[str, Any]) -> None:
+    for key in options:
+        if any(hint in key.lower() for hint in _FORBIDDEN_OPTION_HINTS):
+            raise WorkflowValidationError(f"option {key!r} is not accepted: credentials and URLs are worker settings, not task arguments")
+    unknown = set(options) - _KNOWN
+    if unknown:
+        raise WorkflowValidationError(f"unknown options: {', '.join(sorted(unknown))}")
+
+
+def _timeout(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise WorkflowValidationError("timeout must be a positive number of seconds")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """What a caller may choose per job (README: ``options``)."""
+
+    pod: str | None = None
+    job_type: str = "image_generation"
+    timeout: float | None = None
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any] | None) -> TaskOptions:
+        options = dict(options or {})
+        _refuse_credentials(options)
+        job_type = options.get("job_type", "image_generation")
+        if job_type not in JOB_TYPES:
+            raise WorkflowValidationError(f"job_type must be one of {', '.join(JOB_TYPES)}, got {job_type!r}")
+        pod = options.get("pod")
+        if pod is not None and not isinstance(pod, str):
+            raise WorkflowValidationError("pod must be a pod name")
+        return cls(pod, job_type, _timeout(options.get("timeout")))

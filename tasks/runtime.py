@@ -1,0 +1,43 @@
+"""The per-process runtime of the task: the pod pool and analytics, built once per pool process.
+
+Created lazily on the first task, after Celery's prefork pool forked: sessions and sockets are
+never shared across a fork. Keyed by (pid, app) so two apps in one process (tests) keep their
+own settings. Something a task needs once per process (a storage client, a webhook sender)
+belongs here.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from celery import Celery
+
+from config.settings import Settings
+from config.wiring import pod_pool
+from worker.fleet.analytics import Analytics, make_sink
+
+__all__ = ["Runtime", "runtime"]
+
+
+class Runtime:
+    """Per-process state, created lazily after the pool forked."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool = pod_pool(settings)
+        self.analytics = Analytics(
+            make_sink(settings.analytics_sink, posthog_api_key=settings.posthog_api_key, posthog_host=settings.posthog_host)
+        )
+
+
+_runtimes: dict[tuple[int, int], Runtime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def runtime(celery: Celery, settings: Settings) -> Runtime:
+    key = (os.getpid(), id(celery))
+    with _runtimes_lock:
+        if key not in _runtimes:
+            _runtimes[key] = Runtime(settings)
+        return _runtimes[key]
