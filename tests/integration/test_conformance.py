@@ -175,6 +175,28 @@ class Socket:
         self.thread.join(2)
 
 
+def arrival_times(records: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """When each connection's frames arrived, per connection, in recorded order."""
+    frame_times: dict[str, list[float]] = {}
+    for record in records:
+        if record["kind"] in ("ws_text", "ws_binary"):
+            frame_times.setdefault(record["conn"], []).append(record["t_ms"])
+    return frame_times
+
+
+def replay_socket_action(record: dict[str, Any], sockets: dict[str, Socket], closed: dict[str, Socket], ws_base: str) -> None:
+    """Open, send on or close one recorded WebSocket connection."""
+    kind = record["kind"]
+    if kind == "ws_open":
+        sockets[record["conn"]] = Socket(f"{ws_base}/{record['url_path']}")
+    elif kind == "ws_send":
+        sockets[record["conn"]].ws.send(json.dumps(record["msg"]))
+    else:
+        socket = sockets.pop(record["conn"])
+        socket.close()
+        closed[record["conn"]] = socket
+
+
 def replay(path: Path, sim: ComfyUISimulator) -> tuple[dict[str, list[Any]], dict[str, list[Any]], list[str]]:
     records = load_trace(path)
     sockets: dict[str, Socket] = {}
@@ -186,10 +208,7 @@ def replay(path: Path, sim: ComfyUISimulator) -> tuple[dict[str, list[Any]], dic
     http = requests.Session()
     ws_base = sim.url.replace("http://", "ws://")
 
-    frame_times: dict[str, list[float]] = {}
-    for record in records:
-        if record["kind"] in ("ws_text", "ws_binary"):
-            frame_times.setdefault(record["conn"], []).append(record["t_ms"])
+    frame_times = arrival_times(records)
 
     def sync(before_ms: float | None = None) -> None:
         """Wait for what each socket had received when the action was taken. HTTP records are
@@ -211,17 +230,9 @@ def replay(path: Path, sim: ComfyUISimulator) -> tuple[dict[str, list[Any]], dic
             recorded.setdefault(record["conn"], []).append(recorded_signature(record))
             received_so_far[record["conn"]] = received_so_far.get(record["conn"], 0) + 1
             continue
-        if kind == "ws_open":
+        if kind in ("ws_open", "ws_send", "ws_close"):
             sync()
-            sockets[record["conn"]] = Socket(f"{ws_base}/{record['url_path']}")
-        elif kind == "ws_send":
-            sync()
-            sockets[record["conn"]].ws.send(json.dumps(record["msg"]))
-        elif kind == "ws_close":
-            sync()
-            socket = sockets.pop(record["conn"])
-            socket.close()
-            closed[record["conn"]] = socket
+            replay_socket_action(record, sockets, closed, ws_base)
         elif kind == "http":
             sync(record.get("t_ms_sent"))
             problems += replay_http(record, sim.url, http, ids, map_ids)

@@ -145,49 +145,61 @@ class ProgressTracker:
             return
         if getattr(message, "prompt_id", None) != self.prompt_id:
             return
-        if isinstance(message, p.ExecutionStartData):
-            self._set_running()
-        elif isinstance(message, p.ExecutionCachedData):
-            self._set_running()
-            self._cached.update(n for n in message.nodes if n in self._weights)
-        elif isinstance(message, p.ProgressStateMessageData):
-            self._set_running()
-            self._seen_progress_state = True
-            for node_id, node in message.nodes.items():
-                if node_id not in self._weights:
-                    continue
-                if node.state == "finished":
-                    self._finish(node_id)
-                else:
-                    self._raise(node_id, _fraction(float(node.value), float(node.max)))
-                    self._current = node_id
-                    self._node_value, self._node_max = float(node.value), float(node.max)
-        elif isinstance(message, p.ProgressData):
-            self._set_running()
-            reporting = message.node or self._current
-            if reporting is not None and reporting in self._weights:
-                self._raise(reporting, _fraction(float(message.value), float(message.max)))
-                self._current = reporting
-            self._node_value, self._node_max = float(message.value), float(message.max)
-        elif isinstance(message, p.ExecutingData):
-            self._set_running()
-            if message.node is None:
-                for node_id in self._weights:
-                    if node_id not in self._cached:
-                        self._finish(node_id)
-                self._current = None
-                self._node_value = self._node_max = None
-            else:
-                if not self._seen_progress_state and self._current is not None and self._current != message.node:
-                    self._finish(self._current)  # older servers: the next node starting ends the previous one
-                self._start_node(message.node)
-        elif isinstance(message, p.ExecutedMessageData):
-            self._finish(message.node)
-        elif isinstance(message, p.ExecutionErrorData) and message.is_fatal:
-            self._status = JobStatus.FAILED
-        elif isinstance(message, p.ExecutionInterruptedData):
-            self._status = JobStatus.INTERRUPTED
+        match message:
+            case p.ExecutionStartData():
+                self._set_running()
+            case p.ExecutionCachedData():
+                self._set_running()
+                self._cached.update(n for n in message.nodes if n in self._weights)
+            case p.ProgressStateMessageData():
+                self._on_progress_state(message)
+            case p.ProgressData():
+                self._on_progress(message)
+            case p.ExecutingData():
+                self._on_executing(message)
+            case p.ExecutedMessageData():
+                self._finish(message.node)
+            case p.ExecutionErrorData() if message.is_fatal:
+                self._status = JobStatus.FAILED
+            case p.ExecutionInterruptedData():
+                self._status = JobStatus.INTERRUPTED
+            case _:
+                pass  # no bearing on progress (status, logs, success: history decides that)
         self._recompute()
+
+    def _on_progress_state(self, message: p.ProgressStateMessageData) -> None:
+        self._set_running()
+        self._seen_progress_state = True
+        for node_id, node in message.nodes.items():
+            if node_id not in self._weights:
+                continue
+            if node.state == "finished":
+                self._finish(node_id)
+            else:
+                self._raise(node_id, _fraction(float(node.value), float(node.max)))
+                self._current = node_id
+                self._node_value, self._node_max = float(node.value), float(node.max)
+
+    def _on_progress(self, message: p.ProgressData) -> None:
+        self._set_running()
+        reporting = message.node or self._current
+        if reporting is not None and reporting in self._weights:
+            self._raise(reporting, _fraction(float(message.value), float(message.max)))
+            self._current = reporting
+        self._node_value, self._node_max = float(message.value), float(message.max)
+
+    def _on_executing(self, message: p.ExecutingData) -> None:
+        self._set_running()
+        if message.node is None:
+            for node_id in self._weights:
+                if node_id not in self._cached:
+                    self._finish(node_id)
+            self._current = None
+            self._node_value = self._node_max = None
+            return
+        if not self._seen_progress_state and self._current is not None and self._current != message.node:
+            self._finish(self._current)  # older servers: the next node starting ends the previous one
+        self._start_node(message.node)
 
     def _start_node(self, node_id: str | None) -> None:
         self._set_running()
