@@ -11,8 +11,10 @@ from collections.abc import Callable
 from tests.traces import load_workflow
 from worker.comfyui.errors import ComfyUIError
 from worker.comfyui.http_transport import HTTPSettings
+from worker.comfyui.job_request import ExecutionPath
+from worker.comfyui.observer import FallbackEvent, JobObserver
 from worker.comfyui.pod_client import ComfyUIPodClient, PodClientSettings
-from worker.comfyui.websocket_client import WebSocketSettings
+from worker.comfyui.websocket_client import ConnectionEvent, WebSocketSettings
 from worker.simulator import ComfyUISimulator, SimulatorTiming
 
 _SALT = itertools.count(1)
@@ -33,16 +35,29 @@ def slow(steps: int = 10) -> dict[str, object]:
     }
 
 
-def run(name: str, arm: Callable[[ComfyUISimulator, list[str]], None], workflow: dict[str, object], path: str = "execute_workflow") -> None:
+class _Names(JobObserver):
+    """The class names of the connection and fallback events, in order."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def on_connection_event(self, event: ConnectionEvent) -> None:
+        self.names.append(type(event).__name__)
+
+    def on_fallback(self, event: FallbackEvent) -> None:
+        self.names.append(type(event).__name__)
+
+
+def run(name: str, arm: Callable[[ComfyUISimulator, list[str]], None], workflow: dict[str, object], path: ExecutionPath = "auto") -> None:
     with ComfyUISimulator(timing=SimulatorTiming(node_seconds=0.01, sampler_step_seconds=0.05)) as sim:
         last_event: dict[str, float] = {}
         engine = sim.sim.engine
         engine.on_event = lambda event, prompt: last_event.__setitem__("t", time.monotonic())
         connected: list[str] = []
-        client = ComfyUIPodClient(sim.url, settings=SETTINGS, listener=lambda e: connected.append(type(e).__name__))
+        client = ComfyUIPodClient(sim.url, settings=SETTINGS, observers=[_Names(connected)])
         arm(sim, connected)
         try:
-            result = getattr(client, path)(workflow, prompt_id=name)
+            result = client.execute_workflow(workflow, path=path, prompt_id=name)
             outcome = f"{result.method:<12} {(time.monotonic() - last_event['t']) * 1000:7.0f} ms"
         except ComfyUIError as exc:
             outcome = f"{exc.code:<12} {(time.monotonic() - last_event.get('t', time.monotonic())) * 1000:7.0f} ms"
@@ -77,7 +92,7 @@ def main() -> None:
     print(f"{'scenario':<34} {'path':<12} {'final msg → result':>10}   HTTP requests")
     txt2img = load_workflow("txt2img-sd15-random.json")
     run("websocket", lambda s, e: None, txt2img)
-    run("polling-only path", lambda s, e: None, txt2img, "execute_workflow_with_polling")
+    run("polling-only path", lambda s, e: None, txt2img, "polling")
     run("ws refused → fallback", lambda s, e: s.faults.refuse_websocket(times=1), txt2img)
     run("handshake timeout → fallback", lambda s, e: setattr(s.faults, "handshake_delay", 2.0), txt2img)
     run("drop mid-job, reconnect ok", lambda s, e: s.faults.drop_sockets(at_event="progress", occurrence=3), slow())
@@ -89,7 +104,7 @@ def main() -> None:
         "history 500 x3 then ok (polling)",
         lambda s, e: s.faults.fail_route("GET", "/history", status=500, times=3),
         slow(),
-        "execute_workflow_with_polling",
+        "polling",
     )
     run(
         "history 500 on the ws probes",

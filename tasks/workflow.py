@@ -12,15 +12,14 @@
 
 Where things go: per-job options in :mod:`tasks.options`, the PROGRESS/SUCCESS contract in
 :mod:`tasks.meta`, per-process state in :mod:`tasks.runtime`, cancel reasons in
-:mod:`tasks.cancel`; this module only wires one job's steps together.
+:mod:`tasks.cancel`, what a job tells Celery in :mod:`tasks.observer` (add observers
+there for new reactions to a job); this module only wires one job's steps together.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
-import time
 from typing import Any, NoReturn
 
 from celery import Celery, Task
@@ -29,11 +28,10 @@ from celery.exceptions import Ignore
 from config.settings import Settings
 from tasks.cancel import Cancellation, CancelReason, TimeLimit, cancel_on_sigusr1
 from tasks.meta import TaskResult, progress_meta, task_result
+from tasks.observer import TaskObserver
 from tasks.options import TaskOptions
 from tasks.runtime import Runtime, runtime
 from worker.comfyui.errors import JobCancelledError, JobTimeoutError, TransportError, WorkflowValidationError
-from worker.comfyui.progress import JobProgressState
-from worker.comfyui.rest_client import SubmittedPrompt
 from worker.fleet.job_runner import ComfyUIJobRunner
 from worker.fleet.pods import PodConfig
 
@@ -86,24 +84,8 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
         attempt = int(self.request.retries or 0) + 1
         pod = _choose_pod(self, rt, opts, prompt_id, attempt)
         cancellation = Cancellation()
-        accepted = threading.Event()
+        observer = TaskObserver(self, pod=pod, attempt=attempt, job_type=opts.job_type, cancellation=cancellation)
         limit = TimeLimit(settings.job_time_limit)
-
-        def on_progress(state: JobProgressState) -> None:
-            if cancellation.is_set():
-                return  # never overwrite a REVOKED record with PROGRESS
-            meta = progress_meta(
-                state, pod=pod.name, server_url=pod.safe_url, attempt=attempt, job_type=opts.job_type, published_at=time.time()
-            )
-            self.update_state(state="PROGRESS", meta=dict(meta))
-            try:
-                self.send_event("task-progress", **meta)
-            except Exception:  # events are best effort (no dispatcher when run eagerly)
-                log.debug("task-progress event not sent", exc_info=True)
-
-        def on_submitted(submitted: SubmittedPrompt) -> None:
-            accepted.set()
-
         runner = ComfyUIJobRunner(rt.pool.client(pod), analytics=rt.analytics, throttle_interval=settings.progress_throttle)
         log.info("task %s (attempt %d): running on pod %s (%s)", prompt_id, attempt, pod.name, pod.safe_url)
         try:
@@ -113,15 +95,14 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
                     prompt_id=prompt_id,
                     client_id=f"comfy-celery-{prompt_id}",
                     job_type=opts.job_type,
-                    on_progress=on_progress,
-                    on_submitted=on_submitted,
+                    observer=observer,
                     cancel=cancellation.event,
                     timeout=opts.timeout,
                 )
         except JobCancelledError:
             _end_cancelled(self, cancellation, settings, prompt_id)
         except TransportError as exc:
-            if accepted.is_set() or self.request.retries >= settings.task_max_retries:
+            if observer.accepted.is_set() or self.request.retries >= settings.task_max_retries:
                 raise
             countdown = settings.task_retry_backoff * 2 ** int(self.request.retries or 0)
             log.warning("task %s: transport error before the prompt was accepted (%s); retrying in %.1f s", prompt_id, exc, countdown)

@@ -8,7 +8,9 @@ import pytest
 
 from tests.conftest import slow_workflow
 from tests.integration.test_pod_client import SETTINGS
+from tests.observers import ProgressLog
 from worker.comfyui.errors import ExecutionError
+from worker.comfyui.observer import JobObserver
 from worker.comfyui.pod_client import ComfyUIPodClient
 from worker.comfyui.progress import JobProgressState, JobStatus
 from worker.fleet.analytics import Analytics, MemorySink
@@ -25,7 +27,7 @@ def test_throttled_progress_and_events(sim: ComfyUISimulator) -> None:
     sink = MemorySink()
     runner = ComfyUIJobRunner(ComfyUIPodClient(sim.url, settings=SETTINGS), analytics=Analytics(sink), throttle_interval=0.1)
     seen: list[JobProgressState] = []
-    result = runner.run(slow_workflow(steps=40, seconds_per_step=0.2), prompt_id="r1", job_type="lora_training", on_progress=seen.append)
+    result = runner.run(slow_workflow(steps=40, seconds_per_step=0.2), prompt_id="r1", job_type="lora_training", observer=ProgressLog(seen))
     assert result.status == "success"
     assert seen[-1].status is JobStatus.COMPLETED and seen[-1].progress == 100.0
     assert 3 <= len(seen) < 40  # ~0.4 s of steps at most one per 0.1 s, plus the final one
@@ -56,9 +58,10 @@ def test_failure_event_and_fallback_event(sim: ComfyUISimulator) -> None:
 def test_a_raising_sink_and_progress_consumer_never_break_the_job(sim: ComfyUISimulator, caplog: pytest.LogCaptureFixture) -> None:
     runner = ComfyUIJobRunner(ComfyUIPodClient(sim.url, settings=SETTINGS), analytics=Analytics(ExplodingSink()), throttle_interval=0.0)
 
-    def broken(_: JobProgressState) -> None:
-        raise ValueError("consumer bug")
+    class Broken(JobObserver):
+        def on_progress(self, state: JobProgressState) -> None:
+            raise ValueError("consumer bug")
 
-    result = runner.run(slow_workflow(steps=3), prompt_id="r3", on_progress=broken)
+    result = runner.run(slow_workflow(steps=3), prompt_id="r3", observer=Broken())
     assert result.status == "success"
     assert "analytics backend down" in caplog.text and "consumer bug" in caplog.text

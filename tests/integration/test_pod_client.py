@@ -14,6 +14,7 @@ import requests
 
 from tests.conftest import slow_workflow
 from tests.integration.sim_client import RawSocket, submit, wait_history
+from tests.observers import PodEvents, ProgressLog
 from worker.comfyui import protocol as p
 from worker.comfyui.errors import (
     ConnectionFailedError,
@@ -27,6 +28,7 @@ from worker.comfyui.errors import (
     WorkflowValidationError,
 )
 from worker.comfyui.http_transport import HTTPSettings
+from worker.comfyui.job_request import ExecutionPath
 from worker.comfyui.pod_client import ComfyUIPodClient, FallbackEvent, PodClientSettings, PodEvent
 from worker.comfyui.progress import JobProgressState, JobStatus
 from worker.comfyui.websocket_client import ConnectionEvent, WebSocketSettings
@@ -54,8 +56,8 @@ class Job:
         self.progress: list[JobProgressState] = []
         self.cancel = threading.Event()
 
-    def run(self, workflow: dict[str, Any], path: str = "execute_workflow", **options: Any) -> Any:
-        return getattr(self.client, path)(workflow, on_progress=self.progress.append, cancel=self.cancel, **options)
+    def run(self, workflow: dict[str, Any], path: ExecutionPath = "auto", **options: Any) -> Any:
+        return self.client.execute_workflow(workflow, path=path, observer=ProgressLog(self.progress), cancel=self.cancel, **options)
 
 
 @pytest.fixture
@@ -65,7 +67,7 @@ def events() -> list[PodEvent]:
 
 @pytest.fixture
 def client(sim: ComfyUISimulator, events: list[PodEvent]) -> Iterator[ComfyUIPodClient]:
-    pod = ComfyUIPodClient(sim.url, settings=SETTINGS, listener=events.append)
+    pod = ComfyUIPodClient(sim.url, settings=SETTINGS, observers=[PodEvents(events)])
     yield pod
     pod.close()
 
@@ -80,7 +82,7 @@ def test_websocket_path_happy(sim: ComfyUISimulator, client: ComfyUIPodClient, t
     assert (result.prompt_id, result.status, result.method, result.fallback_reason) == ("ok-1", "success", "websocket", None)
     assert [(f.node_id, f.kind, f.type) for f in result.files] == [("9", "image", "output")]
     assert result.files[0].filename == "ComfyUI_00001_.png"
-    assert client.download(result.files[0].filename or "").startswith(b"\x89PNG")
+    assert client.rest.download(result.files[0].filename or "").startswith(b"\x89PNG")
     curve = [s.progress for s in job.progress]
     assert curve == sorted(curve) and curve[-1] == 100.0 and max(curve[:-1]) < 100.0
     assert job.progress[-1].status is JobStatus.COMPLETED
@@ -93,7 +95,7 @@ def test_websocket_path_happy(sim: ComfyUISimulator, client: ComfyUIPodClient, t
 
 def test_polling_path(sim: ComfyUISimulator, client: ComfyUIPodClient, image_only: dict[str, Any]) -> None:
     job = Job(client)
-    result = job.run(image_only, "execute_workflow_with_polling", prompt_id="poll-1")
+    result = job.run(image_only, "polling", prompt_id="poll-1")
     assert (result.method, result.status) == ("rest_polling", "success")
     assert [f.filename for f in result.files] == ["lab_image_only_00001_.png"]
     assert job.progress[-1].progress == 100.0
@@ -107,7 +109,7 @@ def test_websocket_only_path_raises_when_the_socket_is_refused(
 ) -> None:
     sim.faults.refuse_websocket(times=1)
     with pytest.raises(ConnectionFailedError):
-        client.execute_workflow_with_websocket(image_only)
+        client.execute_workflow(image_only, path="websocket")
     assert "POST /prompt" not in counts(sim)
 
 
@@ -174,7 +176,7 @@ def test_drop_mid_job_without_reconnect_falls_back_to_polling(
 def test_job_that_finishes_while_disconnected_still_resolves(sim: ComfyUISimulator, events: list[PodEvent]) -> None:
     """Only the probe made on reconnecting can find this completion: the periodic one is 30 s away."""
     settings = dataclasses.replace(SETTINGS, history_probe_interval=30.0)
-    client = ComfyUIPodClient(sim.url, settings=settings, listener=events.append)
+    client = ComfyUIPodClient(sim.url, settings=settings, observers=[PodEvents(events)])
     sim.faults.drop_sockets(at_event="progress", occurrence=1)
     # reconnects fail until after the prompt finished
     when_connected(events, lambda: sim.faults.refuse_websocket(seconds=0.15))
@@ -190,10 +192,10 @@ def test_job_that_finishes_while_disconnected_still_resolves(sim: ComfyUISimulat
 @pytest.mark.parametrize("prompt_id", ["job/7?x=1#frag", "with space %41"])
 def test_any_prompt_id_is_one_path_segment(client: ComfyUIPodClient, image_only: dict[str, Any], prompt_id: str) -> None:
     """A caller's own id (a Celery task id can be any string) must not change the /history URL."""
-    for path in ("execute_workflow", "execute_workflow_with_polling"):
+    for path in ("auto", "polling"):
         result = Job(client).run(dict(image_only), path, prompt_id=f"{prompt_id} {path}")
         assert (result.prompt_id, result.status) == (f"{prompt_id} {path}", "success")
-        assert client.get_history(result.prompt_id) is not None
+        assert client.rest.get_history(result.prompt_id) is not None
 
 
 def test_job_that_finishes_before_the_post_reply(sim: ComfyUISimulator, client: ComfyUIPodClient, image_only: dict[str, Any]) -> None:
@@ -207,7 +209,7 @@ def test_silent_socket_is_caught_by_the_history_probe(sim: ComfyUISimulator, eve
     deaf = dataclasses.replace(
         SETTINGS, websocket=WebSocketSettings(connect_timeout=1.0, ping_interval=5.0, idle_timeout=30.0, read_slice=0.05)
     )
-    client = ComfyUIPodClient(sim.url, settings=deaf, listener=events.append)
+    client = ComfyUIPodClient(sim.url, settings=deaf, observers=[PodEvents(events)])
     job = Job(client)
     started = time.monotonic()
     when_connected(events, lambda: setattr(sim.faults, "silent", True))
@@ -220,7 +222,7 @@ def test_silent_socket_is_caught_by_the_history_probe(sim: ComfyUISimulator, eve
 
 def test_history_500_then_recovering(sim: ComfyUISimulator, client: ComfyUIPodClient, image_only: dict[str, Any]) -> None:
     sim.faults.fail_route("GET", "/history", status=500, times=5)
-    result = Job(client).run(image_only, "execute_workflow_with_polling")
+    result = Job(client).run(image_only, "polling")
     assert result.status == "success"
     assert counts(sim)["GET /history/{prompt_id}"] >= 6
 
@@ -289,7 +291,7 @@ def test_execution_error(sim: ComfyUISimulator, client: ComfyUIPodClient) -> Non
 def test_execution_error_on_the_polling_path(sim: ComfyUISimulator, client: ComfyUIPodClient) -> None:
     workflow = {"2": {"class_type": "LabRaiseError", "inputs": {"message": "poll-boom"}}}
     with pytest.raises(ExecutionError) as info:
-        Job(client).run(workflow, "execute_workflow_with_polling")
+        Job(client).run(workflow, "polling")
     assert "poll-boom" in info.value.message
 
 
@@ -405,7 +407,7 @@ def test_bad_urls_fail_at_construction() -> None:
 def test_non_json_answers_are_protocol_errors(sim: ComfyUISimulator, client: ComfyUIPodClient) -> None:
     sim.faults.fail_route("GET", "/queue", status=200, times=5)
     with pytest.raises(ProtocolError) as info:
-        client.get_queue()
+        client.rest.get_queue()
     assert "simulated" in (info.value.details.get("excerpt") or "")
 
 
@@ -424,7 +426,7 @@ def test_post_that_never_reached_the_queue_is_not_resubmitted(sim: ComfyUISimula
     client = ComfyUIPodClient(sim.url, settings=impatient)
     sim.faults.fail_route("POST", "/prompt", delay=1.0, times=1)  # slow before it queues anything
     with pytest.raises(TransportTimeoutError) as info:
-        client.execute_workflow_with_polling(image_only)
+        client.execute_workflow(image_only, path="polling")
     assert info.value.phase == "request"
     assert counts(sim)["POST /prompt"] == 1
     client.close()
@@ -455,19 +457,19 @@ def test_reattach_to_a_prompt_already_on_the_pod(sim: ComfyUISimulator, client: 
 
 
 def test_rest_methods(sim: ComfyUISimulator, client: ComfyUIPodClient) -> None:
-    health = client.health_check()
+    health = client.rest.health_check()
     assert (health.ok, health.comfyui_version) == (True, "0.8.0")
-    assert client.queue_remaining() == 0
-    uploaded = client.upload_image(b"\x89PNGdata", "mine.png")
+    assert client.rest.queue_remaining() == 0
+    uploaded = client.rest.upload_image(b"\x89PNGdata", "mine.png")
     assert uploaded["name"] == "mine.png"
-    assert "KSampler" in client.object_info()
-    assert client.object_info("KSampler")["KSampler"]["output_node"] is False
-    assert client.system_stats()["system"]["comfyui_version"] == "0.8.0"
-    assert client.get_history("nope") is None
+    assert "KSampler" in client.rest.object_info()
+    assert client.rest.object_info("KSampler")["KSampler"]["output_node"] is False
+    assert client.rest.system_stats()["system"]["comfyui_version"] == "0.8.0"
+    assert client.rest.get_history("nope") is None
 
 
 def test_health_check_says_why() -> None:
-    report = ComfyUIPodClient("http://127.0.0.1:9", settings=SETTINGS).health_check()
+    report = ComfyUIPodClient("http://127.0.0.1:9", settings=SETTINGS).rest.health_check()
     assert not report.ok and report.reason.startswith("connection:")
 
 
@@ -484,13 +486,13 @@ def test_queue_positions_are_in_execution_order(sim: ComfyUISimulator, client: C
     blocker.until(lambda m: isinstance(m, p.ProgressData))
     for i in range(4):
         submit(sim.url, slow_workflow(steps=1, salt=10 + i), None, f"q{i}")
-    snapshot = client.get_queue()
+    snapshot = client.rest.get_queue()
     assert snapshot.running == ["run"]
     assert snapshot.pending == ["q0", "q1", "q2", "q3"]
     assert snapshot.position("q2") == 2
-    client.delete_queued(["q1"])
-    assert client.get_queue().pending == ["q0", "q2", "q3"]
-    client.interrupt("run")
+    client.rest.delete_queued(["q1"])
+    assert client.rest.get_queue().pending == ["q0", "q2", "q3"]
+    client.rest.interrupt("run")
     blocker.until_done("run")
 
 

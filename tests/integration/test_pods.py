@@ -28,7 +28,7 @@ def test_least_loaded_skips_unhealthy_pods_and_does_not_pile_up_sessions(tmp_pat
         assert pool.least_loaded().name == "b"
         for _ in range(30):
             pool.least_loaded()
-        sessions = [len(pool.client(p).http._sessions) for p in pool.pods]
+        sessions = [len(pool.client(p).rest.http._sessions) for p in pool.pods]
         assert max(sessions) <= len(pool.pods)  # one per pool thread, however many choices
         assert pool.find_prompt("busy") == pool.get("a")
         assert pool.find_prompt("nowhere") is None

@@ -72,7 +72,7 @@ class PodPool:
 
     def _load(self, pod: PodConfig) -> int | None:
         try:
-            return self.client(pod).queue_remaining(quick=True)
+            return self.client(pod).rest.queue_remaining(quick=True)
         except ComfyUIError as exc:  # HTTPStatusError included
             self._log.warning("pod %s (%s) is not usable: %s", pod.name, pod.safe_url, exc)
             return None
@@ -100,7 +100,7 @@ class PodPool:
         def has_it(pod: PodConfig) -> bool:
             client = self.client(pod)
             try:
-                return client.get_history(prompt_id) is not None or client.get_queue().contains(prompt_id)
+                return client.rest.get_history(prompt_id) is not None or client.rest.get_queue().contains(prompt_id)
             except ComfyUIError as exc:  # HTTPStatusError included
                 self._log.warning("could not look for prompt %s on pod %s: %s", prompt_id, pod.name, exc)
                 return False
