@@ -13,17 +13,14 @@ lost for good, so every reconnect is reported to ``on_connection`` handlers for 
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import struct
 import threading
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any
 
 import websocket
 
@@ -33,14 +30,14 @@ from worker.comfyui.errors import (
     ComfyUIError,
     ConnectionFailedError,
     ConnectionLostError,
-    ExecutionError,
-    PromptInterruptedError,
-    ProtocolError,
     TransportError,
-    TransportTimeoutError,
 )
+from worker.comfyui.follower import PromptCompletion
 from worker.comfyui.progress import JobProgressState, ProgressTracker
 from worker.comfyui.urls import ServerURL, redact_url
+from worker.comfyui.websocket_dispatch import Dispatcher, Unsubscribe
+from worker.comfyui.websocket_socket import default_ws_factory, dial, greet, release
+from worker.comfyui.websocket_types import ComfyUIConnection, ConnectionEvent, ConnectionState, WebSocketFactory, WebSocketLike
 
 __all__ = [
     "ComfyUIConnection",
@@ -48,37 +45,11 @@ __all__ = [
     "ConnectionEvent",
     "ConnectionState",
     "PromptCompletion",
+    "WebSocketFactory",
     "WebSocketLike",
     "WebSocketSettings",
+    "default_ws_factory",
 ]
-
-Unsubscribe = Callable[[], None]
-H = TypeVar("H")
-
-
-class WebSocketLike(Protocol):
-    """The part of ``websocket.WebSocket`` this client uses (so tests can inject their own)."""
-
-    connected: bool
-
-    def recv_data(self, control_frame: bool = False) -> tuple[int, bytes]: ...
-    def send(self, payload: str | bytes, opcode: int = ...) -> int: ...
-    def ping(self, payload: str | bytes = "") -> None: ...
-    def settimeout(self, timeout: float | None) -> None: ...
-    def close(self, status: int = ..., reason: bytes = ..., timeout: float | None = ...) -> None: ...
-    def send_close(self, status: int = ..., reason: bytes = ...) -> None: ...
-    def shutdown(self) -> None: ...
-
-
-WebSocketFactory = Callable[[str, float, list[str]], WebSocketLike]
-
-
-def default_ws_factory(url: str, timeout: float, headers: list[str]) -> WebSocketLike:
-    """websocket-client, without an Origin header (a mismatching one gets a 403, protocol §2.4)."""
-    ws: WebSocketLike = websocket.create_connection(
-        url, timeout=timeout, header=headers, suppress_origin=True, enable_multithread=True, skip_utf8_validation=True
-    )
-    return ws
 
 
 @dataclass(frozen=True)
@@ -104,76 +75,6 @@ class WebSocketSettings:
             raise ValueError("reconnect_attempts and reconnect_delay must be >= 0")
         if self.idle_timeout <= self.ping_interval:
             raise ValueError("idle_timeout must be longer than ping_interval")
-
-
-class ConnectionState(StrEnum):
-    NEW = "new"
-    CONNECTED = "connected"
-    RECONNECTING = "reconnecting"
-    CLOSED = "closed"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class ComfyUIConnection:
-    """A snapshot of the connection, safe to log: the URL has its credentials redacted."""
-
-    client_id: str
-    server_url: str
-    state: ConnectionState
-    connected_since: float | None
-    reconnect_count: int
-
-
-@dataclass(frozen=True)
-class ConnectionEvent:
-    """Connected, disconnected, reconnected or failed — for analytics and reconciliation."""
-
-    kind: Literal["connected", "disconnected", "reconnected", "failed"]
-    client_id: str
-    server_url: str
-    connection_time_ms: float | None = None
-    reason: str | None = None
-    duration_s: float | None = None
-    attempt: int = 0
-    close_code: int | None = None
-
-
-@dataclass(frozen=True)
-class PromptCompletion:
-    """A prompt reached its end on the socket. ``unknown``: only the final ``executing`` was seen."""
-
-    prompt_id: str
-    outcome: Literal["success", "error", "interrupted", "unknown"]
-    message: p.KnownMessage
-
-
-class _Handlers:
-    """Thread-safe handler lists whose entries may filter by prompt id."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: list[tuple[Callable[[Any], None], str | None]] = []
-
-    def add(self, handler: Callable[[Any], None], prompt_id: str | None) -> Unsubscribe:
-        entry = (handler, prompt_id)
-        with self._lock:
-            self._items.append(entry)
-
-        def remove() -> None:
-            with self._lock:
-                if entry in self._items:
-                    self._items.remove(entry)
-
-        return remove
-
-    def matching(self, prompt_id: str | None) -> list[Callable[[Any], None]]:
-        with self._lock:
-            return [h for h, wanted in self._items if wanted is None or wanted == prompt_id]
-
-    def every(self) -> list[Callable[[Any], None]]:
-        with self._lock:
-            return [h for h, _ in self._items]
 
 
 class ComfyUIWebSocketClient:
@@ -217,42 +118,32 @@ class ComfyUIWebSocketClient:
         self._reconnects = 0
         self._failure: ConnectionLostError | None = None
         self._close_exchanged = False  # the current socket's close handshake already happened
-        self.server_features: Mapping[str, Any] = {}
-
-        self._progress = _Handlers()
-        self._completion = _Handlers()
-        self._errors = _Handlers()
-        self._messages = _Handlers()
-        self._previews = _Handlers()
-        self._connection = _Handlers()
-        self._trackers: dict[str, ProgressTracker] = {}
-        self._finished: deque[str] = deque(maxlen=1024)
-        self._current_prompt: str | None = None
+        self._events = Dispatcher(self._log)
 
     # ------------------------------------------------------------------ handlers
 
     def on_progress(self, handler: Callable[[JobProgressState], None], prompt_id: str | None = None) -> Unsubscribe:
         """Progress of watched prompts (see :meth:`watch`); returns a callable that unregisters."""
-        return self._progress.add(handler, prompt_id)
+        return self._events.progress.add(handler, prompt_id)
 
     def on_completion(self, handler: Callable[[PromptCompletion], None], prompt_id: str | None = None) -> Unsubscribe:
-        return self._completion.add(handler, prompt_id)
+        return self._events.completion.add(handler, prompt_id)
 
     def on_error(self, handler: Callable[[ComfyUIError], None], prompt_id: str | None = None) -> Unsubscribe:
         """Execution errors and interrupts of a prompt, and the connection's final loss (to all)."""
-        return self._errors.add(handler, prompt_id)
+        return self._events.errors.add(handler, prompt_id)
 
     def on_message(self, handler: Callable[[p.ComfyUIMessage | p.BinaryFrame], None]) -> Unsubscribe:
         """Every parsed frame, malformed and unknown ones included."""
-        return self._messages.add(handler, None)
+        return self._events.messages.add(handler, None)
 
     def on_preview(
         self, handler: Callable[[p.PreviewImage | p.PreviewImageWithMetadata], None], prompt_id: str | None = None
     ) -> Unsubscribe:
-        return self._previews.add(handler, prompt_id)
+        return self._events.previews.add(handler, prompt_id)
 
     def on_connection(self, handler: Callable[[ConnectionEvent], None]) -> Unsubscribe:
-        return self._connection.add(handler, None)
+        return self._events.connection.add(handler, None)
 
     def watch(
         self,
@@ -264,13 +155,16 @@ class ComfyUIWebSocketClient:
     ) -> ProgressTracker:
         """Track a prompt's progress (in ``tracker`` if given); call before submitting it so early events count."""
         tracker = tracker or ProgressTracker(prompt_id, workflow, clock=self._clock, weights=weights)
-        with self._lock:
-            self._trackers[prompt_id] = tracker
+        self._events.follower.watch(tracker)
         return tracker
 
     def unwatch(self, prompt_id: str) -> None:
-        with self._lock:
-            self._trackers.pop(prompt_id, None)
+        self._events.follower.unwatch(prompt_id)
+
+    @property
+    def server_features(self) -> Mapping[str, Any]:
+        """The server's ``feature_flags`` (empty until it sent them)."""
+        return self._events.server_features
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -342,34 +236,18 @@ class ComfyUIWebSocketClient:
         deadline = Deadline(self._clock, self.settings.connect_timeout)
         started = self._clock.monotonic()
         url = self._url.websocket(self.client_id, self._token, self._token_param)
+        ws = dial(self._factory, url, self.settings.connect_timeout, list(self._headers), server_url=self.server_url)
         try:
-            ws = self._factory(url, self.settings.connect_timeout, list(self._headers))
-        except websocket.WebSocketBadStatusException as exc:
-            raise ConnectionFailedError(
-                f"WebSocket upgrade refused with HTTP {exc.status_code}", {"status": exc.status_code}, url=self.server_url
-            ) from None
-        except websocket.WebSocketTimeoutException:
-            raise TransportTimeoutError(
-                f"no WebSocket handshake from {self.server_url} within {self.settings.connect_timeout:g} s",
-                phase="handshake",
-                seconds=self.settings.connect_timeout,
-            ) from None
-        except TimeoutError:
-            raise TransportTimeoutError(
-                f"could not connect to {self.server_url} within {self.settings.connect_timeout:g} s",
-                phase="connect",
-                seconds=self.settings.connect_timeout,
-            ) from None
-        except (OSError, websocket.WebSocketException) as exc:
-            raise ConnectionFailedError(
-                f"WebSocket connection to {self.server_url} failed: {exc.__class__.__name__}: {exc}", url=self.server_url
-            ) from None
-        try:
-            if self.settings.send_feature_flags:
-                ws.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
-            first = self._first_message(ws, deadline)
+            first = greet(
+                ws,
+                deadline,
+                send_feature_flags=self.settings.send_feature_flags,
+                max_frame_bytes=self.settings.max_frame_bytes,
+                read_slice=self.settings.read_slice,
+                server_url=self.server_url,
+            )
         except BaseException:
-            self._close_quietly(ws)
+            release(ws, self.settings.read_slice, self._log)
             raise
         with self._lock:
             self._ws = ws
@@ -380,28 +258,6 @@ class ComfyUIWebSocketClient:
             self._connected_at = self._last_frame_at = self._last_ping_at = now
         self._dispatch(first)
         return (self._clock.monotonic() - started) * 1000.0
-
-    def _first_message(self, ws: WebSocketLike, deadline: Deadline) -> p.ComfyUIMessage:
-        """ComfyUI greets every socket with ``status`` (and its ``sid``): proof we reached ComfyUI."""
-        ws.settimeout(max(0.001, deadline.remaining() or 0.001))
-        try:
-            opcode, data = ws.recv_data()
-        except websocket.WebSocketTimeoutException:
-            raise TransportTimeoutError(
-                "no status message after the WebSocket handshake", phase="handshake", seconds=deadline.seconds
-            ) from None
-        except (OSError, websocket.WebSocketException) as exc:
-            raise ConnectionFailedError(f"WebSocket closed during the handshake: {exc}", url=self.server_url) from None
-        if opcode != websocket.ABNF.OPCODE_TEXT:
-            raise ProtocolError("the server's first WebSocket frame is not text: not a ComfyUI server?", excerpt=bytes(data[:80]).hex())
-        message = p.parse_text(data, max_bytes=self.settings.max_frame_bytes)
-        if not isinstance(message, p.StatusData):
-            raise ProtocolError(
-                "the server's first WebSocket message is not 'status': not a ComfyUI server?",
-                excerpt=bytes(data[:200]).decode("utf-8", "replace"),
-            )
-        ws.settimeout(self.settings.read_slice)
-        return message
 
     # ------------------------------------------------------------------ the loop
 
@@ -506,33 +362,14 @@ class ComfyUIWebSocketClient:
             self._failure = error
         self._log.error("comfyui websocket gave up client_id=%s: %s", self.client_id, error)
         self._emit_connection(ConnectionEvent("failed", self.client_id, self.server_url, reason=str(error)))
-        for handler in self._errors.every():  # the loss concerns every prompt on this socket
-            self._call(handler, error)
+        self._events.lost(error)
 
     def _drop_socket(self) -> None:
         with self._lock:
             ws, self._ws = self._ws, None
             exchanged = self._close_exchanged
         if ws is not None:
-            self._close_quietly(ws, exchanged)
-
-    def _close_quietly(self, ws: WebSocketLike, exchanged: bool = False) -> None:
-        """Close the handshake if it is still open (waiting briefly: a dead peer never answers),
-        then always release the socket.
-
-        websocket-client's ``close()`` does nothing once a close frame was sent (``connected`` is
-        then False), which is the case after :meth:`close` sent ours to a server that never
-        echoed it: without the ``shutdown()`` the descriptor was left to the garbage collector."""
-        try:
-            if not exchanged:
-                ws.close(timeout=min(1.0, self.settings.read_slice * 2))
-        except Exception as exc:  # noqa: BLE001 - closing a broken socket may fail in many ways
-            self._log.debug("closing websocket: %s", exc)
-        finally:
-            try:
-                ws.shutdown()
-            except Exception as exc:  # noqa: BLE001 - as above
-                self._log.debug("releasing websocket: %s", exc)
+            release(ws, self.settings.read_slice, self._log, exchanged=exchanged)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -544,80 +381,7 @@ class ComfyUIWebSocketClient:
             self._dispatch(p.parse_text(data, max_bytes=self.settings.max_frame_bytes))
 
     def _dispatch(self, message: p.ComfyUIMessage | p.BinaryFrame) -> None:
-        for handler in self._messages.matching(None):
-            self._call(handler, message)
-        if isinstance(message, p.MalformedMessage | p.MalformedBinary):
-            self._log.warning("comfyui websocket: skipping malformed frame (%s)", message.reason)
-            return
-        if isinstance(message, p.UnknownMessage | p.UnknownBinary | p.ProgressText):
-            return
-        if isinstance(message, p.PreviewImage | p.PreviewImageWithMetadata):
-            prompt_id = message.prompt_id if isinstance(message, p.PreviewImageWithMetadata) else self._current_prompt
-            for handler in self._previews.matching(prompt_id):
-                self._call(handler, message)
-            return
-        if isinstance(message, p.FeatureFlagsData):
-            self.server_features = message.flags
-            return
-        self._track(message)
-
-    def _track(self, message: p.KnownMessage) -> None:
-        prompt_id = getattr(message, "prompt_id", None)
-        if isinstance(message, p.ExecutingData | p.ProgressData | p.ProgressStateMessageData) and prompt_id:
-            self._current_prompt = prompt_id
-        with self._lock:
-            if isinstance(message, p.ExecutingData) and message.is_reconnect_replay:
-                trackers = list(self._trackers.values())
-            else:
-                tracker = self._trackers.get(prompt_id) if prompt_id else None
-                trackers = [tracker] if tracker else []
-        for tracker in trackers:
-            if tracker.apply(message):
-                state = tracker.state()
-                for handler in self._progress.matching(tracker.prompt_id):
-                    self._call(handler, state)
-        if prompt_id is None:
-            return
-        completion: PromptCompletion | None = None
-        if isinstance(message, p.ExecutionSuccessData):
-            completion = PromptCompletion(prompt_id, "success", message)
-        elif isinstance(message, p.ExecutionErrorData):
-            if not message.is_fatal:
-                self._log.info("comfyui: node %s blocked its branch: %s", message.node_id, message.exception_message.strip())
-                return
-            self._error(prompt_id, ExecutionError.from_event(message))
-            completion = PromptCompletion(prompt_id, "error", message)
-        elif isinstance(message, p.ExecutionInterruptedData):
-            self._error(
-                prompt_id,
-                PromptInterruptedError(
-                    f"prompt {prompt_id} was interrupted at node {message.node_id} ({message.node_type})",
-                    prompt_id=prompt_id,
-                    node_id=message.node_id,
-                    node_type=message.node_type,
-                ),
-            )
-            completion = PromptCompletion(prompt_id, "interrupted", message)
-        elif isinstance(message, p.ExecutingData) and message.is_completion:
-            completion = PromptCompletion(prompt_id, "unknown", message)
-        if completion is not None and prompt_id not in self._finished:
-            self._finished.append(prompt_id)
-            for handler in self._completion.matching(prompt_id):
-                self._call(handler, completion)
-
-    def _error(self, prompt_id: str, error: ComfyUIError) -> None:
-        if prompt_id in self._finished:
-            return
-        for handler in self._errors.matching(prompt_id):
-            self._call(handler, error)
+        self._events.frame(message)
 
     def _emit_connection(self, event: ConnectionEvent) -> None:
-        for handler in self._connection.matching(None):
-            self._call(handler, event)
-
-    def _call(self, handler: Callable[[Any], None], value: Any) -> None:
-        """A handler that raises is logged; it breaks neither the loop nor the other handlers."""
-        try:
-            handler(value)
-        except Exception:  # noqa: BLE001 - isolation is the point
-            self._log.exception("comfyui websocket handler %r failed", getattr(handler, "__qualname__", handler))
+        self._events.connection_event(event)
