@@ -194,10 +194,11 @@ class ComfyUIWebSocketClient:
             if self._state in (ConnectionState.CLOSED, ConnectionState.FAILED):
                 raise ConnectionFailedError("this WebSocket client was closed; create a new one", url=self.server_url)
         elapsed_ms = self._open()
+        self._log.info("comfyui websocket connected client_id=%s server=%s in %.0f ms", self.client_id, self.server_url, elapsed_ms)
+        # reported before the reader starts: a socket dropping at once must not say "disconnected" first
+        self._emit_connection(ConnectionEvent("connected", self.client_id, self.server_url, connection_time_ms=elapsed_ms))
         self._thread = threading.Thread(target=self._run, name=f"comfyui-ws-{self.client_id[:8]}", daemon=True)
         self._thread.start()
-        self._log.info("comfyui websocket connected client_id=%s server=%s in %.0f ms", self.client_id, self.server_url, elapsed_ms)
-        self._emit_connection(ConnectionEvent("connected", self.client_id, self.server_url, connection_time_ms=elapsed_ms))
         return self.connection
 
     def close(self) -> None:
