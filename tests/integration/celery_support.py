@@ -23,6 +23,7 @@ from tasks.app import create_app
 from tasks.client import task_state
 from worker.app.local_redis import LocalRedis
 from worker.app.processes import stop_process
+from worker.simulator import ComfyUISimulator, SimulatorTiming
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -169,3 +170,29 @@ def running(**expected: Any) -> Callable[[Snapshot], bool]:
         return all(bool(info.get(key)) if want is True else info.get(key) == want for key, want in expected.items())
 
     return check
+
+
+#: the keys of the PROGRESS meta (README)
+META_KEYS = {
+    "prompt_id",
+    "progress",
+    "status",
+    "node_id",
+    "node_type",
+    "step",
+    "step_max",
+    "nodes_done",
+    "nodes_total",
+    "queue_position",
+    "method",
+    "pod",
+    "server_url",
+    "job_type",
+    "attempt",
+    "updated_at",
+}
+VISIBLE = SimulatorTiming(node_seconds=0.01, sampler_step_seconds=0.1, input_time_scale=0.25)
+
+
+def posts(sim: ComfyUISimulator) -> int:
+    return sim.request_counts().get("POST /prompt", 0)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import slow_workflow
-from tests.integration.test_pod_client import SETTINGS
+from tests.integration.pod_support import SETTINGS
 from tests.observers import ProgressLog
 from worker.comfyui.errors import ExecutionError
 from worker.comfyui.observer import JobObserver
