@@ -142,10 +142,10 @@ def _pods(name: str, raw: str) -> tuple[PodConfig, ...]:
         if not label.replace("-", "").replace("_", "").isalnum():
             raise SettingsError(f"{name}: pod name {label!r} must be letters, digits, '-' or '_'")
         try:
-            ServerURL.parse(url)
+            server = ServerURL.parse(url)
         except ValueError as exc:
             raise SettingsError(f"{name}: {exc}") from None
-        pods.append(PodConfig(label, url.strip()))
+        pods.append(PodConfig(label, server))
     if not pods:
         raise SettingsError(f"{name} lists no ComfyUI server")
     if len({p.name for p in pods}) != len(pods):

@@ -40,7 +40,7 @@ def pod_pool(settings: Settings) -> PodPool:
 
     def factory(pod: PodConfig) -> ComfyUIPodClient:
         return ComfyUIPodClient(
-            pod.url,
+            pod.server,
             headers=settings.auth_headers(),
             token=settings.ws_token(),
             token_param=settings.token_param,

@@ -15,6 +15,7 @@ from tests.integration.sim_client import RawSocket, submit
 from worker.comfyui.errors import ConnectionFailedError
 from worker.comfyui.http_transport import HTTPSettings
 from worker.comfyui.pod_client import ComfyUIPodClient, PodClientSettings
+from worker.comfyui.urls import ServerURL
 from worker.fleet.pods import PodConfig, PodPool
 from worker.simulator import ComfyUISimulator
 
@@ -41,7 +42,10 @@ def test_a_hanging_pod_costs_the_load_check_its_health_timeout_only(tmp_path: Pa
     hanging = socket.create_server(("127.0.0.1", 0))  # never accepts: requests wait for an answer
     slow_http = HTTPSettings(connect_timeout=1.0, read_timeout=30.0, retries=3)
     with hanging, ComfyUISimulator(timing=FAST, root=tmp_path / "a") as live:
-        pods = [PodConfig("hung", f"http://127.0.0.1:{hanging.getsockname()[1]}"), PodConfig("live", live.url)]
+        pods = [
+            PodConfig("hung", ServerURL.parse(f"http://127.0.0.1:{hanging.getsockname()[1]}")),
+            PodConfig("live", ServerURL.parse(live.url)),
+        ]
         pool = PodPool(pods, lambda pod: ComfyUIPodClient(pod.url, settings=PodClientSettings(http=slow_http, health_timeout=0.2)))
         started = time.monotonic()
         assert pool.least_loaded().name == "live"
@@ -55,5 +59,6 @@ def test_no_healthy_pod_is_a_transport_error() -> None:
         pool.least_loaded()
     with pytest.raises(KeyError):
         pool.get("z")
-    assert PodPool([PodConfig("only", "http://127.0.0.1:9")], factory=lambda pod: pool.client(pool.pods[0])).least_loaded().name == "only"
+    only = PodConfig("only", ServerURL.parse("http://127.0.0.1:9"))
+    assert PodPool([only], factory=lambda pod: pool.client(pool.pods[0])).least_loaded().name == "only"
     pool.close()

@@ -24,7 +24,7 @@ from worker.comfyui.errors import (
     WorkflowValidationError,
 )
 from worker.comfyui.http_transport import HTTPSettings, HTTPTransport
-from worker.comfyui.urls import ServerURL, redact_url
+from worker.comfyui.urls import ServerURL
 
 __all__ = ["ComfyUIRestClient", "HealthReport", "QueueSnapshot", "SubmittedPrompt"]
 
@@ -97,7 +97,7 @@ class ComfyUIRestClient:
         health_timeout: float = 5.0,
     ) -> None:
         self.server = server_url if isinstance(server_url, ServerURL) else ServerURL.parse(server_url)
-        self.server_url = redact_url(self.server.base)
+        self.server_url = self.server.redacted
         self._clock = clock or SystemClock()
         self._log = logger or logging.getLogger(__name__)
         self.health_timeout = health_timeout

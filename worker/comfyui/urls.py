@@ -2,7 +2,9 @@
 
 A pod is often reached through an HTTPS proxy with a path prefix and a credential (a bearer
 header, or a ``token`` query parameter). Both REST and WebSocket URLs keep the prefix; nothing
-that is logged, stored or sent to analytics carries the credential.
+that is logged, stored or sent to analytics carries the credential. A server URL is parsed once
+(:meth:`ServerURL.parse`, in the settings) and carried as a :class:`ServerURL` from there to the
+clients; :attr:`ServerURL.redacted` is its only printable form.
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ class ServerURL:
     @property
     def base(self) -> str:
         return f"{self.scheme}://{self.netloc}{self.prefix}"
+
+    @property
+    def redacted(self) -> str:
+        """The form that is logged, returned and sent to analytics: the one place a server URL is
+        redacted (parsing already refuses user info and queries; this stays safe if that changes)."""
+        return redact_url(self.base)
 
     def http(self, path: str) -> str:
         return f"{self.base}/{path.lstrip('/')}"

@@ -34,7 +34,7 @@ from worker.comfyui.errors import (
 )
 from worker.comfyui.follower import PromptCompletion
 from worker.comfyui.progress import JobProgressState, ProgressTracker
-from worker.comfyui.urls import ServerURL, redact_url
+from worker.comfyui.urls import ServerURL
 from worker.comfyui.websocket_dispatch import Dispatcher, Unsubscribe
 from worker.comfyui.websocket_socket import default_ws_factory, dial, greet, release
 from worker.comfyui.websocket_types import ComfyUIConnection, ConnectionEvent, ConnectionState, WebSocketFactory, WebSocketLike
@@ -104,7 +104,7 @@ class ComfyUIWebSocketClient:
         self._factory = ws_factory or default_ws_factory
         self._log = logger or logging.getLogger(__name__)
         self._rng = rng
-        self.server_url = redact_url(self._url.base)
+        self.server_url = self._url.redacted
 
         self._lock = threading.RLock()
         self._ws: WebSocketLike | None = None

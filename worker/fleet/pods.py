@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from worker.comfyui.errors import ComfyUIError, ConnectionFailedError
 from worker.comfyui.pod_client import ComfyUIPodClient
-from worker.comfyui.urls import redact_url
+from worker.comfyui.urls import ServerURL
 
 __all__ = ["PodConfig", "PodPool"]
 
@@ -27,11 +27,16 @@ class PodConfig:
     """One ComfyUI server of the fleet."""
 
     name: str
-    url: str = field(repr=False)
+    server: ServerURL = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        """The base URL as text (it carries no credential: :class:`ServerURL` refuses them)."""
+        return self.server.base
 
     @property
     def safe_url(self) -> str:
-        return redact_url(self.url)
+        return self.server.redacted
 
     @property
     def queue(self) -> str:
