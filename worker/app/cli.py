@@ -29,6 +29,7 @@ from worker.app.preflight import BrokerUnreachableError
 from worker.comfyui.errors import ComfyUIError
 from worker.comfyui.rest_client import ComfyUIRestClient
 from worker.comfyui.results import WorkflowResult
+from worker.comfyui.urls import ServerURL
 
 __all__ = ["UsageError", "main"]
 
@@ -85,7 +86,7 @@ def _download_client(settings: Settings, result: Mapping[str, Any]) -> ComfyUIRe
 
     server_url = str(result.get("server_url") or "")
     known = next((p for p in settings.pods if p.safe_url == server_url), None)
-    url = known.url if known is not None else server_url
+    url: ServerURL | str = known.server if known is not None else server_url
     if not url:
         raise UsageError("the result names no server to download from")
     return ComfyUIRestClient(url, headers=settings.auth_headers(), http=pod_client_settings(settings).http)
