@@ -6,14 +6,17 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
 import requests
 from celery.contrib.testing.worker import start_worker
 
 from tests.conftest import FAST, slow_workflow
 from tests.integration.celery_support import (
+    VISIBLE,
     WorkerProcess,
     app_for,
     env_for,
@@ -26,7 +29,12 @@ from tests.integration.sim_client import RawSocket, submit, wait_history
 from worker.comfyui.errors import JobTimeoutError
 from worker.simulator import ComfyUISimulator
 
-# ------------------------------------------------------------------ worker processes
+
+@pytest.fixture
+def visible_sim(tmp_path: Path) -> Iterator[ComfyUISimulator]:
+    """Steps slow enough for a poller to see progress (0.1 s per sampler step)."""
+    with ComfyUISimulator(timing=VISIBLE, root=tmp_path / "visible") as simulator:
+        yield simulator
 
 
 def test_kill_9_of_the_pool_child_redelivers_and_follows_the_same_prompt(
