@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from worker.comfyui.errors import ComfyUIError
+    from worker.comfyui.follower import PromptFollower
+    from worker.comfyui.job_request import JobRequest
+    from worker.comfyui.observer import JobObserver
     from worker.comfyui.pod_client import ComfyUIPodClient, PodClientSettings
     from worker.comfyui.rest_client import ComfyUIRestClient
     from worker.comfyui.results import OutputFile, WorkflowResult
@@ -20,8 +23,11 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "ComfyUIError": "worker.comfyui.errors",
+    "JobObserver": "worker.comfyui.observer",
+    "JobRequest": "worker.comfyui.job_request",
+    "PromptFollower": "worker.comfyui.follower",
     "ComfyUIPodClient": "worker.comfyui.pod_client",
-    "PodClientSettings": "worker.comfyui.pod_client",
+    "PodClientSettings": "worker.comfyui.job_request",
     "ComfyUIRestClient": "worker.comfyui.rest_client",
     "OutputFile": "worker.comfyui.results",
     "WorkflowResult": "worker.comfyui.results",
@@ -34,8 +40,11 @@ __all__ = [
     "ComfyUIPodClient",
     "ComfyUIRestClient",
     "ComfyUIWebSocketClient",
+    "JobObserver",
+    "JobRequest",
     "OutputFile",
     "PodClientSettings",
+    "PromptFollower",
     "WebSocketSettings",
     "WorkflowResult",
 ]
