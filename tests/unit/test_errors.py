@@ -37,6 +37,7 @@ SAMPLES: list[e.ComfyUIError] = [
     e.PromptInterruptedError("interrupted", prompt_id="p1", node_id="3", node_type="KSampler"),
     e.JobCancelledError("cancelled", prompt_id="p1"),
     e.PromptNotFoundError("gone", prompt_id="p1"),
+    e.StorageError("the store refused the object", key="outputs/p1/9_0.png", retryable=True),
 ]
 
 
@@ -89,6 +90,7 @@ def test_codes_are_stable() -> None:
         "PromptInterruptedError": "interrupted",
         "JobCancelledError": "cancelled",
         "PromptNotFoundError": "prompt_lost",
+        "StorageError": "storage",
     }
 
 

@@ -371,3 +371,27 @@ ALL_ERRORS: tuple[type[ComfyUIError], ...] = (
     JobCancelledError,
     PromptNotFoundError,
 )
+
+
+class StorageError(ComfyUIError):
+    """Raised when a finished prompt's outputs could not be moved into the output store.
+
+    The prompt itself succeeded and its history entry is the source, so this is retried with
+    backoff by streaming again, never by resubmitting the prompt. Not a :class:`TransportError`:
+    it must never trigger a pod fallback or a resubmission.
+    """
+
+    code = "storage"
+
+    def __init__(
+        self, message: str, details: Mapping[str, Any] | None = None, *, key: str | None = None, retryable: bool | None = None
+    ) -> None:
+        super().__init__(message, {**(details or {}), **_fields(key=key, retryable=retryable)})
+
+    @property
+    def retryable(self) -> bool:
+        return self.details.get("retryable") is not False
+
+
+__all__ += ["StorageError"]
+ALL_ERRORS = (*ALL_ERRORS, StorageError)
