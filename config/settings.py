@@ -73,6 +73,22 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("ANALYTICS_SINK", "log", "`log` (structured log lines), `posthog` (needs the posthog package) or `none`."),
     EnvVar("POSTHOG_API_KEY", "", "PostHog project key for `ANALYTICS_SINK=posthog`.", secret=True),
     EnvVar("POSTHOG_HOST", "https://us.i.posthog.com", "PostHog host."),
+    # --- media pipeline (issue 12): inputs onto the pod, outputs into a store
+    EnvVar("OUTPUT_STORE", "", "Where outputs go: `file:///path`, `s3://bucket/prefix`, or empty (they stay on the pod)."),
+    EnvVar(
+        "OUTPUT_S3_ENDPOINT_URL",
+        "",
+        "S3-compatible endpoint (MinIO, R2 …); empty for AWS. Credentials: boto3's chain (`AWS_ACCESS_KEY_ID` …).",
+    ),
+    EnvVar("OUTPUT_S3_REGION", "", "S3 region; empty for boto3's default (`AWS_DEFAULT_REGION`)."),
+    EnvVar("OUTPUT_PRESIGN_SECONDS", "3600", "Lifetime of the presigned HTTPS URL of each stored output (S3)."),
+    EnvVar("OUTPUT_MAX_BYTES", "1073741824", "Largest output file streamed into the store."),
+    EnvVar("OUTPUT_INLINE_MAX_BYTES", "0", "Outputs up to this size also come inline as base64 in the result (0: never; at most 10 MB)."),
+    EnvVar("OUTPUT_STORE_ATTEMPTS", "4", "Attempts to store an output (with backoff) before the task fails with `storage`."),
+    EnvVar("OUTPUT_CLEANUP", "none", "`history`: delete the prompt's history entry on the pod once its files are stored; `none`."),
+    EnvVar("INPUT_MAX_BYTES", "52428800", "Largest input file (URL, base64 or store), enforced while reading."),
+    EnvVar("INPUT_FETCH_TIMEOUT", "120", "Seconds an input URL may take in all (connect and read timeouts are the HTTP ones)."),
+    EnvVar("INPUT_URL_ALLOW", "", "Comma-separated hosts or networks input URLs may reach although private/loopback (e.g. `10.0.0.0/8`)."),
 )
 
 
@@ -153,6 +169,37 @@ def _pods(name: str, raw: str) -> tuple[PodConfig, ...]:
     return tuple(pods)
 
 
+def _output_store(name: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if raw and not (
+        (parts.scheme == "file" and parts.path.startswith("/") and parts.netloc in ("", "localhost"))
+        or (parts.scheme == "s3" and parts.netloc and not parts.username and not parts.query)
+    ):
+        raise SettingsError(f"{name} must be file:///absolute/path or s3://bucket/prefix, got {redact_url(raw)!r}")
+    return raw
+
+
+def _media(get: Any) -> dict[str, Any]:
+    """The media pipeline's settings (issue 12), parsed as one block."""
+    inline = _int("OUTPUT_INLINE_MAX_BYTES", get("OUTPUT_INLINE_MAX_BYTES", "0"))
+    if inline > 10 * 1024 * 1024:
+        raise SettingsError("OUTPUT_INLINE_MAX_BYTES is at most 10485760 (results live in the broker's backend)")
+    allow = tuple(a.strip() for a in get("INPUT_URL_ALLOW", "").split(",") if a.strip())
+    return {
+        "output_store": _output_store("OUTPUT_STORE", get("OUTPUT_STORE", "")),
+        "output_s3_endpoint_url": get("OUTPUT_S3_ENDPOINT_URL", "") or None,
+        "output_s3_region": get("OUTPUT_S3_REGION", "") or None,
+        "output_presign_seconds": _int("OUTPUT_PRESIGN_SECONDS", get("OUTPUT_PRESIGN_SECONDS", "3600"), minimum=1),
+        "output_max_bytes": _int("OUTPUT_MAX_BYTES", get("OUTPUT_MAX_BYTES", "1073741824"), minimum=1),
+        "output_inline_max_bytes": inline,
+        "output_store_attempts": _int("OUTPUT_STORE_ATTEMPTS", get("OUTPUT_STORE_ATTEMPTS", "4"), minimum=1),
+        "output_cleanup": _choice("OUTPUT_CLEANUP", get("OUTPUT_CLEANUP", "none"), ("none", "history")),
+        "input_max_bytes": _int("INPUT_MAX_BYTES", get("INPUT_MAX_BYTES", "52428800"), minimum=1),
+        "input_fetch_timeout": _float("INPUT_FETCH_TIMEOUT", get("INPUT_FETCH_TIMEOUT", "120")),
+        "input_url_allow": allow,
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     broker_url: str = field(repr=False)
@@ -182,6 +229,18 @@ class Settings:
     analytics_sink: Literal["log", "posthog", "none"] = "log"
     posthog_api_key: str | None = field(default=None, repr=False)
     posthog_host: str = "https://us.i.posthog.com"
+    # media pipeline (issue 12)
+    output_store: str = ""
+    output_s3_endpoint_url: str | None = None
+    output_s3_region: str | None = None
+    output_presign_seconds: int = 3600
+    output_max_bytes: int = 1024 * 1024 * 1024
+    output_inline_max_bytes: int = 0
+    output_store_attempts: int = 4
+    output_cleanup: Literal["none", "history"] = "none"
+    input_max_bytes: int = 50 * 1024 * 1024
+    input_fetch_timeout: float = 120.0
+    input_url_allow: tuple[str, ...] = ()
 
     @property
     def visibility_timeout(self) -> int:
@@ -276,4 +335,5 @@ class Settings:
             analytics_sink=sink,  # type: ignore[arg-type]
             posthog_api_key=posthog_key,
             posthog_host=get("POSTHOG_HOST", "https://us.i.posthog.com"),
+            **_media(get),
         )

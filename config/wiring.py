@@ -6,13 +6,31 @@ that turns the environment's values into them, used by the Celery adapter and th
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import boto3
+from botocore.config import Config
+
 from config.settings import Settings
 from worker.comfyui.http_transport import HTTPSettings
 from worker.comfyui.pod_client import ComfyUIPodClient, PodClientSettings
 from worker.comfyui.websocket_client import WebSocketSettings
+from worker.fleet.media import (
+    AddressGuard,
+    FetchSettings,
+    FileStore,
+    MediaPipeline,
+    MediaSettings,
+    OutputPolicy,
+    OutputStore,
+    S3Store,
+    URLFetcher,
+)
 from worker.fleet.pods import PodConfig, PodPool
 
-__all__ = ["pod_client_settings", "pod_pool"]
+__all__ = ["media_pipeline", "output_store", "pod_client_settings", "pod_pool"]
 
 
 def pod_client_settings(settings: Settings) -> PodClientSettings:
@@ -48,3 +66,46 @@ def pod_pool(settings: Settings) -> PodPool:
         )
 
     return PodPool(settings.pods, factory)
+
+
+def s3_client(settings: Settings) -> Any:
+    """A boto3 S3 client: endpoint and region from our settings, credentials from boto3's own
+    chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profiles, instance roles)."""
+    config = Config(
+        signature_version="s3v4",
+        connect_timeout=settings.http_connect_timeout,
+        read_timeout=settings.http_read_timeout,
+        retries={"max_attempts": 3, "mode": "standard"},
+        s3={"addressing_style": "path"} if settings.output_s3_endpoint_url else None,
+    )
+    return boto3.client("s3", endpoint_url=settings.output_s3_endpoint_url, region_name=settings.output_s3_region, config=config)
+
+
+def output_store(settings: Settings) -> OutputStore | None:
+    """The configured store (``OUTPUT_STORE``), or None: outputs stay on the pod, as before."""
+    if not settings.output_store:
+        return None
+    parts = urlsplit(settings.output_store)
+    if parts.scheme == "file":
+        return FileStore(Path(unquote(parts.path)))
+    return S3Store(s3_client(settings), parts.netloc, parts.path)
+
+
+def media_pipeline(settings: Settings) -> MediaPipeline:
+    fetch = FetchSettings(
+        connect_timeout=settings.http_connect_timeout,
+        read_timeout=settings.http_read_timeout,
+        total_timeout=settings.input_fetch_timeout,
+        max_bytes=settings.input_max_bytes,
+    )
+    media = MediaSettings(
+        outputs=OutputPolicy(
+            max_bytes=settings.output_max_bytes,
+            presign_seconds=settings.output_presign_seconds,
+            inline_max_bytes=settings.output_inline_max_bytes,
+        ),
+        store_attempts=settings.output_store_attempts,
+        store_backoff=settings.task_retry_backoff / 2,
+        cleanup=settings.output_cleanup,
+    )
+    return MediaPipeline(output_store(settings), URLFetcher(AddressGuard(settings.input_url_allow), fetch), media)
