@@ -82,7 +82,7 @@ def test_procfile() -> None:
 
 def test_readme_configuration_table_matches_the_settings() -> None:
     readme = (ROOT / "README.md").read_text()
-    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| ([^|]*) \|", readme, flags=re.MULTILINE))
+    rows = dict(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \| ([^|]*) \|", readme, flags=re.MULTILINE))
     for var in ENV_VARS:
         assert var.name in rows, f"README's configuration table lacks {var.name}"
         assert rows[var.name].strip().strip("`") == var.default, f"{var.name}: README says {rows[var.name]!r}, code says {var.default!r}"
