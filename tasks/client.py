@@ -28,6 +28,7 @@ def enqueue_workflow(
     timeout: float | None = None,
     queue: str | None = None,
     task_id: str | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> AsyncResult:  # type: ignore[type-arg]
     """Check the workflow, then enqueue it; the task id is also the ComfyUI prompt id."""
     options: dict[str, Any] = {"job_type": job_type}
@@ -36,7 +37,11 @@ def enqueue_workflow(
     if timeout is not None:
         options["timeout"] = timeout
     result: AsyncResult = celery.send_task(  # type: ignore[type-arg]
-        TASK_NAME, args=[validate_workflow(workflow)], kwargs={"options": options}, queue=queue, task_id=task_id
+        TASK_NAME,
+        args=[validate_workflow(workflow)],
+        kwargs={"options": options, **({"inputs": dict(inputs)} if inputs else {})},
+        queue=queue,
+        task_id=task_id,
     )
     return result
 

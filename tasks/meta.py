@@ -8,7 +8,7 @@ to README's example in the same commit.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from worker.comfyui.progress import JobProgressState
 from worker.comfyui.results import WorkflowResult
@@ -66,6 +66,8 @@ class TaskResult(TypedDict):
     #: why the WebSocket was left for REST polling, if it was
     fallback_reason: str | None
     pod: str
+    #: with an output store: ``{"store": url, "files": [...]}`` (README, input files and durable outputs)
+    media: NotRequired[dict[str, Any]]
 
 
 def progress_meta(state: JobProgressState, *, pod: str, server_url: str, attempt: int, job_type: str, published_at: float) -> ProgressMeta:
@@ -95,6 +97,7 @@ def progress_meta(state: JobProgressState, *, pod: str, server_url: str, attempt
     }
 
 
-def task_result(result: WorkflowResult, *, pod: str) -> TaskResult:
-    """The SUCCESS result: every field of the workflow result, plus the pod that ran it."""
-    return cast(TaskResult, {**result.to_dict(), "pod": pod})
+def task_result(result: WorkflowResult, *, pod: str, media: dict[str, Any] | None = None) -> TaskResult:
+    """The SUCCESS result: every field of the workflow result, plus the pod that ran it (and
+    where its files were stored, with an output store)."""
+    return cast(TaskResult, {**result.to_dict(), "pod": pod, **({"media": media} if media is not None else {})})

@@ -14,7 +14,7 @@ import threading
 from celery import Celery
 
 from config.settings import Settings
-from config.wiring import pod_pool
+from config.wiring import media_pipeline, pod_pool
 from worker.fleet.analytics import Analytics, make_sink
 
 __all__ = ["Runtime", "runtime"]
@@ -26,6 +26,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool = pod_pool(settings)
+        self.media = media_pipeline(settings)
         self.analytics = Analytics(
             make_sink(settings.analytics_sink, posthog_api_key=settings.posthog_api_key, posthog_host=settings.posthog_host)
         )

@@ -31,7 +31,7 @@ from tasks.meta import TaskResult, progress_meta, task_result
 from tasks.observer import TaskObserver
 from tasks.options import TaskOptions
 from tasks.runtime import Runtime, runtime
-from worker.comfyui.errors import JobCancelledError, JobTimeoutError, TransportError, WorkflowValidationError
+from worker.comfyui.errors import JobCancelledError, JobTimeoutError, StorageError, TransportError, WorkflowValidationError
 from worker.fleet.job_runner import ComfyUIJobRunner
 from worker.fleet.pods import PodConfig
 
@@ -77,7 +77,9 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
         acks_late=True,
         shared=False,
     )
-    def run_workflow(self: Task[Any, Any], workflow: dict[str, Any], options: dict[str, Any] | None = None) -> TaskResult:
+    def run_workflow(
+        self: Task[Any, Any], workflow: dict[str, Any], options: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None
+    ) -> TaskResult:
         opts = TaskOptions.parse(options)
         rt = runtime(celery, settings)
         prompt_id = str(self.request.id)
@@ -90,6 +92,8 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
         log.info("task %s (attempt %d): running on pod %s (%s)", prompt_id, attempt, pod.name, pod.safe_url)
         try:
             with cancel_on_sigusr1(cancellation, limit):
+                # inputs onto the pod first (validation errors before anything is submitted)
+                workflow = rt.media.prepare_inputs(workflow, inputs, runner.pod.rest, prompt_id, cancel=cancellation.event)
                 result = runner.run(
                     workflow,
                     prompt_id=prompt_id,
@@ -99,6 +103,14 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
                     cancel=cancellation.event,
                     timeout=opts.timeout,
                 )
+                stored = rt.media.store_outputs(runner.pod.rest, result, cancel=cancellation.event)
+        except StorageError as exc:
+            # the prompt is done: a retry re-attaches to its history entry and streams again
+            if not exc.retryable or self.request.retries >= settings.task_max_retries:
+                raise
+            countdown = settings.task_retry_backoff * 2 ** int(self.request.retries or 0)
+            log.warning("task %s: storing the outputs failed (%s); retrying in %.1f s", prompt_id, exc, countdown)
+            raise self.retry(exc=exc, countdown=countdown) from None
         except JobCancelledError:
             _end_cancelled(self, cancellation, settings, prompt_id)
         except TransportError as exc:
@@ -107,7 +119,7 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
             countdown = settings.task_retry_backoff * 2 ** int(self.request.retries or 0)
             log.warning("task %s: transport error before the prompt was accepted (%s); retrying in %.1f s", prompt_id, exc, countdown)
             raise self.retry(exc=exc, countdown=countdown) from None
-        return task_result(result, pod=pod.name)
+        return task_result(result, pod=pod.name, media=stored.get("media"))
 
     task: Task[Any, Any] = run_workflow
     return task
