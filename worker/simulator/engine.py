@@ -40,6 +40,7 @@ from worker.comfyui.protocol import (
 from worker.simulator.graph import ExecutionOrder, cache_keys
 from worker.simulator.media import solid_gif, solid_jpeg, solid_png
 from worker.simulator.nodes import NODE_CLASSES, NodeContext, NodeFailure, NodeOutcome, SimImage
+from worker.simulator.uploads import input_path, read_image_file
 
 __all__ = ["Emitter", "Engine", "SimulatorTiming"]
 
@@ -133,6 +134,11 @@ class _Files(NodeContext):
             "workflow": f"{prefix}_{counter:05}.png",
             "fullpath": str(self.root / "output" / name),
         }
+
+    def load_image(self, name: str) -> SimImage | None:
+        path = input_path(self.root, name)
+        found = read_image_file(path) if path is not None else None
+        return SimImage(found[0], found[1], 1, found[2]) if found else None
 
     def input_files(self) -> frozenset[str]:
         base = self.root / "input"

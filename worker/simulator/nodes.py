@@ -68,6 +68,10 @@ class NodeContext:
     def save_video(self, image: SimImage, prefix: str, frame_rate: float) -> dict[str, Any]:  # pragma: no cover
         raise NotImplementedError
 
+    def load_image(self, name: str) -> SimImage | None:  # pragma: no cover
+        """The uploaded image ``LoadImage`` names (its size and colour), or None."""
+        raise NotImplementedError
+
 
 Runner = Callable[[Mapping[str, Any], NodeContext], NodeOutcome]
 
@@ -170,7 +174,7 @@ def _preview_image(inputs: Mapping[str, Any], ctx: NodeContext) -> NodeOutcome:
 
 
 def _load_image(inputs: Mapping[str, Any], ctx: NodeContext) -> NodeOutcome:
-    return NodeOutcome((SimImage(64, 64, 1, (128, 128, 128)), None))
+    return NodeOutcome((ctx.load_image(str(inputs["image"])) or SimImage(64, 64, 1, (128, 128, 128)), None))
 
 
 def _checkpoint(inputs: Mapping[str, Any], ctx: NodeContext) -> NodeOutcome:
