@@ -1,0 +1,159 @@
+"""Input specs, base64 bounds, references and the address guard: no network involved."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from worker.comfyui.errors import WorkflowValidationError
+from worker.comfyui.results import OutputFile
+from worker.fleet.media.fetch import AddressGuard, FetchSettings, URLFetcher, public_url
+from worker.fleet.media.inputs import parse_inputs, resolve_input, task_subfolder
+from worker.fleet.media.outputs import output_key
+from worker.fleet.media.refs import check_references, rewrite_references
+from worker.simulator.media import solid_png
+
+PNG = solid_png(8, 8, (10, 20, 30))
+
+
+def img2img(reference: str = "input:photo") -> dict[str, Any]:
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": reference}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "out"}},
+    }
+
+
+def fetcher(max_bytes: int = 1024) -> URLFetcher:
+    return URLFetcher(AddressGuard(resolver=lambda host, port: ["93.184.215.14"]), FetchSettings(max_bytes=max_bytes))
+
+
+def error_type(exc: pytest.ExceptionInfo[WorkflowValidationError]) -> str | None:
+    return exc.value.error_type
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        ["not", "a", "mapping"],
+        {"../x": {"url": "http://a/b.png"}},
+        {"photo": {"url": "http://a", "base64": "AA=="}},
+        {"photo": {"path": "/etc/passwd"}},
+        {"photo": {"url": ""}},
+        {"photo": "http://a/b.png"},
+    ],
+)
+def test_malformed_specs_are_validation_errors(inputs: Any) -> None:
+    with pytest.raises(WorkflowValidationError):
+        parse_inputs(inputs)
+
+
+def test_base64_and_data_uri_decode_and_are_sniffed() -> None:
+    raw = base64.b64encode(PNG).decode()
+    for value in (raw, f"data:image/png;base64,{raw}", f"data:;base64,{raw}"):
+        (source,) = parse_inputs({"photo": {"base64": value}})
+        got = resolve_input(source, fetcher=fetcher(), store=None)
+        assert got.content == PNG and got.sniffed.content_type == "image/png" and got.filename == "photo.png"
+
+
+def test_base64_bounds_and_garbage() -> None:
+    (too_big,) = parse_inputs({"photo": {"base64": base64.b64encode(PNG * 20).decode()}})
+    with pytest.raises(WorkflowValidationError) as exc:
+        resolve_input(too_big, fetcher=fetcher(max_bytes=len(PNG)), store=None)
+    assert error_type(exc) == "input_too_large"
+    (garbage,) = parse_inputs({"photo": {"base64": "this is not base64!"}})
+    with pytest.raises(WorkflowValidationError) as exc:
+        resolve_input(garbage, fetcher=fetcher(), store=None)
+    assert error_type(exc) == "input_bad_base64"
+    (html,) = parse_inputs({"photo.png": {"base64": base64.b64encode(b"<html>hi</html>").decode()}})
+    with pytest.raises(WorkflowValidationError) as exc:
+        resolve_input(html, fetcher=fetcher(), store=None)
+    assert error_type(exc) == "input_bad_content"  # the name says .png, the bytes say otherwise
+    assert "PGh0" not in str(exc.value)  # the blob never appears in the error
+
+
+def test_store_key_without_a_store_is_a_validation_error() -> None:
+    (source,) = parse_inputs({"photo": {"store_key": "outputs/t/9_0.png"}})
+    with pytest.raises(WorkflowValidationError) as exc:
+        resolve_input(source, fetcher=fetcher(), store=None)
+    assert error_type(exc) == "input_unavailable"
+
+
+def test_references_match_the_inputs_one_to_one() -> None:
+    assert check_references(img2img(), {"photo"}) == {"photo": [("1", "image")]}
+    with pytest.raises(WorkflowValidationError) as exc:
+        check_references(img2img("input:phtoo"), {"photo"})
+    assert error_type(exc) == "unknown_input" and "1" in exc.value.node_errors
+    with pytest.raises(WorkflowValidationError) as exc:
+        check_references(img2img("example.png"), {"photo"})
+    assert error_type(exc) == "unused_input"
+    assert check_references(img2img("example.png"), set()) == {}  # a file already on the pod is fine
+
+
+def test_rewrite_replaces_only_references_and_copies() -> None:
+    workflow = img2img()
+    rewritten = rewrite_references(workflow, {"photo": "comfy-celery/t1/photo.png"})
+    assert rewritten["1"]["inputs"]["image"] == "comfy-celery/t1/photo.png"
+    assert workflow["1"]["inputs"]["image"] == "input:photo"
+    assert rewritten["3"] == workflow["3"]
+
+
+def test_task_subfolder_and_output_keys_never_trust_names() -> None:
+    assert task_subfolder("../../etc") == "comfy-celery/______etc"
+    hostile = OutputFile("9:1", "image", filename="../../x/evil.sh", subfolder="/etc")
+    assert output_key("task-1", hostile, 0) == "outputs/task-1/9_1_0.bin"
+    assert output_key("task-1", OutputFile("9", "image", filename="ComfyUI_00001_.PNG"), 2) == "outputs/task-1/9_2.png"
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        ["127.0.0.1"],
+        ["10.1.2.3"],
+        ["169.254.169.254"],
+        ["192.168.0.1"],
+        ["::1"],
+        ["fe80::1"],
+        ["100.64.0.1"],
+        ["0.0.0.0"],
+        ["::ffff:127.0.0.1"],
+        ["93.184.215.14", "10.0.0.1"],
+        ["224.0.0.1"],
+    ],
+)
+def test_guard_refuses_any_non_public_address(addresses: list[str]) -> None:
+    guard = AddressGuard(resolver=lambda host, port: addresses)
+    with pytest.raises(WorkflowValidationError) as exc:
+        guard.check("images.example", 443)
+    assert error_type(exc) == "input_forbidden_address"
+
+
+def test_guard_allow_list_by_network_or_host_and_pins_the_checked_address() -> None:
+    assert AddressGuard(resolver=lambda h, p: ["93.184.215.14"]).check("images.example", 443) == "93.184.215.14"
+    assert AddressGuard(("10.0.0.0/8",), resolver=lambda h, p: ["10.1.2.3"]).check("minio.internal", 9000) == "10.1.2.3"
+    assert AddressGuard(("minio.internal",), resolver=lambda h, p: ["10.1.2.3"]).check("MINIO.internal.", 9000) == "10.1.2.3"
+    with pytest.raises(WorkflowValidationError):
+        AddressGuard(("10.0.0.0/8",), resolver=lambda h, p: ["10.1.2.3", "127.0.0.1"]).check("x.internal", 80)
+
+
+def test_guard_unresolvable_host() -> None:
+    def fail(host: str, port: int) -> list[str]:
+        raise OSError("no such host")
+
+    with pytest.raises(WorkflowValidationError) as exc:
+        AddressGuard(resolver=fail).check("nowhere.invalid", 80)
+    assert error_type(exc) == "input_unreachable"
+
+
+@pytest.mark.parametrize("url", ["ftp://a/b.png", "file:///etc/passwd", "http://user:pw@a/b.png", "gopher://x", "http:///nohost"])
+def test_fetch_refuses_other_schemes_and_credentials(url: str) -> None:
+    with pytest.raises(WorkflowValidationError) as exc:
+        fetcher().fetch(url)
+    assert error_type(exc) == "input_bad_url"
+    assert "pw" not in str(exc.value)
+
+
+def test_public_url_drops_credentials_and_query() -> None:
+    assert public_url("https://u:secret@host:8443/a/b.png?X-Amz-Signature=abc") == "https://host:8443/a/b.png"
