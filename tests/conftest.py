@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.integration.celery_support import broker, redis_server  # noqa: F401 - fixtures
+from tests.integration.media_support import file_server, s3_server  # noqa: F401 - fixtures
 from tests.integration.sim_client import RawSocket
 from tests.traces import load_workflow
 from worker.simulator import ComfyUISimulator, SimulatorTiming
