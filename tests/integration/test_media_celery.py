@@ -1,0 +1,69 @@
+"""Done means: an img2img workflow with an input image by URL, through Celery end to end (real
+worker process, private Redis, the simulator), whose result links to its output in the S3
+server and whose presigned URL serves the right bytes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.integration.celery_support import WorkerProcess, app_for, env_for, finished, wait_for
+from tests.integration.media_support import S3_ENV, FileServer, S3Server
+from worker.comfyui.errors import WorkflowValidationError
+from worker.fleet.media.sniff import image_size
+from worker.simulator import ComfyUISimulator
+from worker.simulator.media import solid_png
+
+PHOTO = solid_png(120, 80, (0, 200, 100))
+
+
+def img2img(reference: str = "input:photo") -> dict[str, Any]:
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": reference}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "img2img"}},
+    }
+
+
+def test_img2img_by_url_through_celery_into_s3(
+    broker: str, sim: ComfyUISimulator, s3_server: S3Server, file_server: FileServer, tmp_path: Path
+) -> None:
+    from tasks.client import enqueue_workflow
+
+    file_server.routes["/photo.png"] = PHOTO
+    bucket = s3_server.bucket()
+    env = env_for(
+        broker,
+        sim.url,
+        OUTPUT_STORE=f"s3://{bucket}/fleet",
+        OUTPUT_S3_ENDPOINT_URL=s3_server.endpoint,
+        OUTPUT_PRESIGN_SECONDS="300",
+        INPUT_URL_ALLOW="127.0.0.1",
+        **S3_ENV,
+    )
+    app = app_for(env)
+    worker = WorkerProcess(app, env, log_path=tmp_path / "worker.log")
+    try:
+        result = enqueue_workflow(app, img2img(), inputs={"photo": {"url": f"{file_server.url}/photo.png?token=abc"}})
+        wait_for(result, finished, timeout=30)
+        assert str(result.state) == "SUCCESS", worker.log()[-3000:]
+        media = result.result["media"]
+        (entry,) = media["files"]
+        assert media["store"] == f"s3://{bucket}/fleet"
+        assert entry["url"] == f"s3://{bucket}/fleet/outputs/{result.id}/3_0.png"
+        served = requests.get(entry["presigned_url"], timeout=10)
+        assert served.status_code == 200 and hashlib.sha256(served.content).hexdigest() == entry["sha256"]
+        assert image_size(served.content, "image/png") == (120, 80) == (entry["width"], entry["height"])
+        assert file_server.hits["/photo.png"] == 1
+        assert "token=abc" not in worker.log()  # the input URL's query never reaches a log line
+
+        bad = enqueue_workflow(app, img2img("input:photograph"), inputs={"photo": {"url": f"{file_server.url}/photo.png"}})
+        wait_for(bad, finished, timeout=30)
+        assert str(bad.state) == "FAILURE"
+        assert isinstance(bad.result, WorkflowValidationError) and bad.result.error_type == "unknown_input"
+        assert file_server.hits["/photo.png"] == 1  # refused before fetching anything
+    finally:
+        worker.stop()
