@@ -50,7 +50,9 @@ def test_img2img_by_url_through_celery_into_s3(
         result = enqueue_workflow(app, img2img(), inputs={"photo": {"url": f"{file_server.url}/photo.png?token=abc"}})
         wait_for(result, finished, timeout=30)
         assert str(result.state) == "SUCCESS", worker.log()[-3000:]
-        media = result.result["media"]
+        outcome = result.result
+        assert isinstance(outcome, dict)
+        media = outcome["media"]
         (entry,) = media["files"]
         assert media["store"] == f"s3://{bucket}/fleet"
         assert entry["url"] == f"s3://{bucket}/fleet/outputs/{result.id}/3_0.png"
