@@ -33,7 +33,7 @@ def test_demo_runs_end_to_end_and_saves_an_output(tmp_path: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    saved = list(out.glob("*.png"))
+    saved = list(out.rglob("*.png"))  # the demo's file store: outputs/<task id>/<node>_<index>.png
     assert len(saved) == 1 and saved[0].read_bytes().startswith(b"\x89PNG")
     assert "private redis-server" in proc.stdout
     assert "100.0%" in proc.stdout and "KSampler (node 3) step" in proc.stdout

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import unquote, urlsplit
 
 import redis
 
@@ -26,9 +27,6 @@ from tasks.client import enqueue_workflow, job_status, task_state
 from worker.app.follow import follow_task
 from worker.app.local_redis import LocalRedis
 from worker.app.processes import stop_process
-from worker.comfyui.rest_client import ComfyUIRestClient
-from worker.comfyui.results import WorkflowResult
-from worker.fleet.outputs import save_outputs
 from worker.simulator import ComfyUISimulator, SimulatorTiming
 
 __all__ = ["DemoError", "run_demo"]
@@ -114,6 +112,7 @@ def _run(
         )
         env.pop("COMFYUI_API_KEY", None)
         env["WORKER_SOFT_SHUTDOWN_TIMEOUT"] = "0"  # Ctrl-C and the end of the demo stop the worker at once
+        env["OUTPUT_STORE"] = output_dir.resolve().as_uri()  # the worker streams the outputs into the file store
         settings = Settings.from_env(env)
         app = create_app(settings)
         out.write("3/5  starting a celery worker process…\n")
@@ -135,11 +134,8 @@ def _run(
             detail = json.dumps(status.get("error") or {"state": state}, indent=2)
             raise DemoError(f"the job ended as {state}:\n{detail}\n\nworker log: {(logs / 'worker.log').read_text()[-2000:]}")
 
-        out.write("5/5  downloading the outputs\n")
-        files = WorkflowResult.from_dict(status["result"]).files
-        client = ComfyUIRestClient(sim.url)
-        saved = save_outputs(client, files, output_dir)
-        client.close()
+        out.write("5/5  the outputs, as the worker stored them\n")
+        saved = [Path(unquote(urlsplit(f["url"]).path)) for f in status["result"].get("media", {}).get("files", []) if "url" in f]
         for path in saved:
             out.write(f"     saved {path}\n")
         if not saved:
