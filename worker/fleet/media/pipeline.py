@@ -73,9 +73,10 @@ class MediaPipeline:
         check_references(workflow, {s.name for s in sources})
         if not sources:
             return dict(workflow)
-        files = [resolve_input(source, fetcher=self.fetcher, store=self.store, cancel=cancel) for source in sources]
-        names = upload_inputs(client, files, task_id)
-        self._log.info("task %s: uploaded %d input(s) to %s", task_id, len(files), client.server_url)
+        names: dict[str, str] = {}
+        for source in sources:  # one input in memory at a time
+            names.update(upload_inputs(client, [resolve_input(source, fetcher=self.fetcher, store=self.store, cancel=cancel)], task_id))
+        self._log.info("task %s: uploaded %d input(s) to %s", task_id, len(names), client.server_url)
         return rewrite_references(workflow, names)
 
     def store_outputs(self, client: ComfyUIRestClient, result: WorkflowResult, *, cancel: threading.Event | None = None) -> dict[str, Any]:

@@ -42,13 +42,12 @@ class _MultipartWriter:
 
     def write(self, data: bytes) -> int:
         self._buffer += data
-        while len(self._buffer) >= self._part_size:
-            part = bytes(self._buffer[: self._part_size])
-            del self._buffer[: self._part_size]
+        if len(self._buffer) >= self._part_size:  # parts need not be equal: send it whole, no copy
+            part, self._buffer = self._buffer, bytearray()
             self._upload_part(part)
         return len(data)
 
-    def _upload_part(self, part: bytes) -> None:
+    def _upload_part(self, part: bytes | bytearray) -> None:
         if self._upload_id is None:
             created = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key, ContentType=self.content_type)
             self._upload_id = str(created["UploadId"])
@@ -58,11 +57,11 @@ class _MultipartWriter:
 
     def commit(self) -> None:
         if self._upload_id is None:
-            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer), ContentType=self.content_type)
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=self._buffer, ContentType=self.content_type)
             return
         if self._buffer:
-            self._upload_part(bytes(self._buffer))
-            self._buffer.clear()
+            part, self._buffer = self._buffer, bytearray()
+            self._upload_part(part)
         self._client.complete_multipart_upload(
             Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
         )
