@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tests.integration.media_support import FileServer, _handler_class, free_port, start_s3_server
+from tests.integration.media_support import FileServer, free_port, handler_class, start_s3_server
 from worker.app.processes import stop_process
 from worker.comfyui.rest_client import ComfyUIRestClient
 from worker.comfyui.results import OutputFile
@@ -106,7 +106,7 @@ def main(size_mb: int) -> None:
                 files.routes[f"/in{i}.png"] = image
                 workflow[str(i)] = {"class_type": "LoadImage", "inputs": {"image": f"input:img{i}"}}
             port = int(files.url.rsplit(":", 1)[1])
-            httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _handler_class(files))
+            httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler_class(files))
             threading.Thread(target=httpd.serve_forever, daemon=True).start()
             pod = ComfyUIRestClient(sim.url)
             media = MediaPipeline(None, URLFetcher(AddressGuard(("127.0.0.1",)), FetchSettings(max_bytes=6 * MB)))

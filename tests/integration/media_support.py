@@ -100,7 +100,7 @@ class FileServer:
     hits: dict[str, int] = field(default_factory=dict)
 
 
-def _handler_class(server: FileServer) -> type[http.server.BaseHTTPRequestHandler]:
+def handler_class(server: FileServer) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -131,7 +131,7 @@ def _handler_class(server: FileServer) -> type[http.server.BaseHTTPRequestHandle
 def file_server() -> Iterator[FileServer]:
     port = free_port()
     server = FileServer(f"http://127.0.0.1:{port}")
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _handler_class(server))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler_class(server))
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import http.server
+import ssl
+import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.integration.media_support import FileServer
+from tests.integration.media_support import FileServer, free_port, handler_class
 from worker.comfyui.errors import WorkflowValidationError
 from worker.fleet.media.fetch import AddressGuard, FetchSettings, URLFetcher
 from worker.simulator.media import solid_png
@@ -105,3 +110,42 @@ def test_missing_and_silent_urls_fail_fast(file_server: FileServer) -> None:
         fetcher("127.0.0.1", read_timeout=0.2).fetch(f"{file_server.url}/silent")
     assert exc.value.error_type == "input_unreachable"
     assert time.monotonic() - started < 0.9
+
+
+def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def https_server(file_server: FileServer, tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
+    """An HTTPS server on 127.0.0.1 presenting a certificate for images.example (and another CA)."""
+    cert, key = _certificate(tmp_path, "images.example")
+    other, _ = _certificate(tmp_path, "other.example")
+    file_server.routes["/p.png"] = PNG
+    port = free_port()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler_class(file_server))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield port, cert, other
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_https_to_the_pinned_address_still_checks_the_certificate_for_the_name(https_server: tuple[int, Path, Path]) -> None:
+    port, cert, other_ca = https_server
+    guard = AddressGuard(("images.example", "other.example"), resolver=lambda host, p: ["127.0.0.1"])
+    assert URLFetcher(guard, FetchSettings(ca_file=str(cert))).fetch(f"https://images.example:{port}/p.png") == PNG
+    with pytest.raises(WorkflowValidationError) as exc:  # right CA, wrong name: SNI and hostname come from the URL
+        URLFetcher(guard, FetchSettings(ca_file=str(cert))).fetch(f"https://other.example:{port}/p.png")
+    assert exc.value.error_type == "input_unreachable"
+    with pytest.raises(WorkflowValidationError):  # a CA that did not sign it
+        URLFetcher(guard, FetchSettings(ca_file=str(other_ca))).fetch(f"https://images.example:{port}/p.png")
