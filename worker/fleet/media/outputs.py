@@ -97,7 +97,10 @@ class _MeasuringSink:
             if len(self.head) >= HEAD_BYTES:
                 self.settle_type()
         if self.kept is not None:
-            self.kept = self.kept + data if len(self.kept) + len(data) <= self.keep else None
+            if len(self.kept) + len(data) <= self.keep:
+                self.kept += data
+            else:
+                self.kept = None  # too large to inline: stop keeping
         self.target.write(data)
         return len(data)
 
@@ -123,7 +126,9 @@ def _stream(
     assert item.filename is not None
     with store.writer(key, "application/octet-stream") as writer:
         sink = _MeasuringSink(writer, policy.max_bytes, key, policy.inline_max_bytes)
-        client.download_to(sink, item.filename, item.subfolder, item.type, cancel=cancel)  # type: ignore[arg-type]
+        # our cap, not the transport's default: the sink refuses the first byte too many
+        params = {"filename": item.filename, "subfolder": item.subfolder, "type": item.type}
+        client.http.download("/view", sink, params=params, limit=policy.max_bytes + 1, cancel=cancel)  # type: ignore[arg-type]
         content_type = sink.settle_type()
     size = image_size(bytes(sink.head), content_type)
     record = {
