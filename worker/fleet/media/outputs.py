@@ -51,6 +51,7 @@ _SAFE_EXT = frozenset(
     }
 )
 _RECORD_LIMIT = 64 * 1024
+_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,10 @@ def _stream(
     assert item.filename is not None
     with store.writer(key, "application/octet-stream") as writer:
         sink = _MeasuringSink(writer, policy.max_bytes, key, policy.inline_max_bytes)
-        # our cap, not the transport's default: the sink refuses the first byte too many
+        # our cap, not the transport's default: the sink refuses the chunk that crosses it (the
+        # transport's own check, one chunk later, is only a backstop)
         params = {"filename": item.filename, "subfolder": item.subfolder, "type": item.type}
-        client.http.download("/view", sink, params=params, limit=policy.max_bytes + 1, cancel=cancel)  # type: ignore[arg-type]
+        client.http.download("/view", sink, params=params, limit=policy.max_bytes + _CHUNK, cancel=cancel, chunk_size=_CHUNK)  # type: ignore[arg-type]
         content_type = sink.settle_type()
     size = image_size(bytes(sink.head), content_type)
     record = {
