@@ -4,6 +4,7 @@ server and whose presigned URL serves the right bytes."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import requests
 
 from tests.integration.celery_support import WorkerProcess, app_for, env_for, finished, wait_for
 from tests.integration.media_support import S3_ENV, FileServer, S3Server
-from worker.comfyui.errors import WorkflowValidationError
+from worker.comfyui.errors import StorageError, WorkflowValidationError
 from worker.fleet.media.sniff import image_size
 from worker.simulator import ComfyUISimulator
 from worker.simulator.media import solid_png
@@ -67,5 +68,34 @@ def test_img2img_by_url_through_celery_into_s3(
         assert str(bad.state) == "FAILURE"
         assert isinstance(bad.result, WorkflowValidationError) and bad.result.error_type == "unknown_input"
         assert file_server.hits["/photo.png"] == 1  # refused before fetching anything
+    finally:
+        worker.stop()
+
+
+def test_a_store_that_refuses_fails_with_storage_after_retries_without_resubmitting(
+    broker: str, sim: ComfyUISimulator, s3_server: S3Server, tmp_path: Path
+) -> None:
+    from tasks.client import enqueue_workflow
+
+    env = env_for(
+        broker,
+        sim.url,
+        OUTPUT_STORE="s3://no-such-bucket/x",  # every PUT answers NoSuchBucket
+        OUTPUT_S3_ENDPOINT_URL=s3_server.endpoint,
+        OUTPUT_STORE_ATTEMPTS="2",
+        TASK_MAX_RETRIES="1",
+        **S3_ENV,
+    )
+    app = app_for(env)
+    worker = WorkerProcess(app, env, log_path=tmp_path / "worker.log")
+    try:
+        photo = {"base64": base64.b64encode(PHOTO).decode()}
+        result = enqueue_workflow(app, img2img(), inputs={"photo": photo})
+        wait_for(result, finished, timeout=30)
+        assert str(result.state) == "FAILURE", worker.log()[-3000:]
+        assert isinstance(result.result, StorageError) and result.result.code == "storage"
+        assert "NoSuchBucket" in result.result.message
+        assert worker.log().count("storing the outputs failed") == 1  # one task-level retry (TASK_MAX_RETRIES=1)
+        assert sim.request_counts().get("POST /prompt", 0) == 1  # the retry re-attached to the finished prompt
     finally:
         worker.stop()
