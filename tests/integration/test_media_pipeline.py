@@ -182,3 +182,15 @@ def test_a_cancel_stops_the_store_without_retrying(sim: ComfyUISimulator, pod: C
     with pytest.raises(Exception) as exc:
         media.store_outputs(pod, result, cancel=cancel)
     assert getattr(exc.value, "code", None) == "cancelled"
+
+
+def test_a_file_the_pod_no_longer_has_is_not_retried(sim: ComfyUISimulator, pod: ComfyUIPodClient, tmp_path: Path) -> None:
+    media = pipeline(FileStore(tmp_path / "store"))
+    result = run(pod, media, {"photo": {"base64": base64.b64encode(PHOTO).decode()}}, "task-11")
+    for item in result.files:
+        assert item.filename is not None
+        (sim.root / "output" / item.filename).unlink()
+    with pytest.raises(StorageError) as exc:
+        media.store_outputs(pod, result)
+    assert not exc.value.retryable and "404" in exc.value.message
+    assert sim.request_counts().get("GET /view", 0) == 1

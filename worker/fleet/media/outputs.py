@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from worker.comfyui.errors import ComfyUIError, StorageError
+from worker.comfyui.errors import ComfyUIError, HTTPStatusError, StorageError
 from worker.comfyui.rest_client import ComfyUIRestClient
 from worker.comfyui.results import OutputFile
 from worker.fleet.media.sniff import HEAD_BYTES, image_size, sniff
@@ -200,7 +200,10 @@ def with_retries(
         except ComfyUIError as exc:
             if exc.code == "cancelled":
                 raise
-            last = StorageError(f"fetching {key} from the pod failed: {exc.code}: {exc.message}", key=key)
+            gone = isinstance(exc, HTTPStatusError) and exc.status == 404  # the pod lost the file: asking again will not help
+            last = StorageError(f"fetching {key} from the pod failed: {exc.code}: {exc.message}", key=key, retryable=not gone)
+            if gone:
+                raise last from None
         except Exception as exc:  # noqa: BLE001 - a store library's error becomes ours, typed
             last = StorageError(f"storing {key} failed: {exc.__class__.__name__}", key=key)
     assert last is not None or (cancel is not None and cancel.is_set())
