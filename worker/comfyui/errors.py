@@ -16,7 +16,8 @@ The tree (``code`` in brackets; codes are unique per class and stable: a web bac
     ├── ExecutionError [execution]               a node raised while the prompt ran
     ├── PromptInterruptedError [interrupted]     ``POST /interrupt`` stopped the prompt
     ├── JobCancelledError [cancelled]            we were told to stop (revoke, shutdown)
-    └── PromptNotFoundError [prompt_lost]        the prompt is in neither queue nor history
+    ├── PromptNotFoundError [prompt_lost]        the prompt is in neither queue nor history
+    └── StorageError [storage]                   a finished prompt's outputs could not be stored
 
 Design rules:
 
