@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from celery import Celery, Task
 from celery.exceptions import Ignore
@@ -92,6 +92,9 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
         log.info("task %s (attempt %d): running on pod %s (%s)", prompt_id, attempt, pod.name, pod.safe_url)
         try:
             with cancel_on_sigusr1(cancellation, limit):
+                recalled = rt.media.recall(prompt_id)  # a redelivery after every output was stored
+                if recalled is not None:
+                    return cast(TaskResult, recalled)
                 # inputs onto the pod first (validation errors before anything is submitted)
                 workflow = rt.media.prepare_inputs(workflow, inputs, runner.pod.rest, prompt_id, cancel=cancellation.event)
                 result = runner.run(
@@ -103,7 +106,7 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
                     cancel=cancellation.event,
                     timeout=opts.timeout,
                 )
-                stored = rt.media.store_outputs(runner.pod.rest, result, cancel=cancellation.event)
+                stored = rt.media.store_outputs(runner.pod.rest, result, cancel=cancellation.event, also={"pod": pod.name})
         except StorageError as exc:
             # the prompt is done: a retry re-attaches to its history entry and streams again
             if not exc.retryable or self.request.retries >= settings.task_max_retries:

@@ -99,3 +99,33 @@ def test_a_store_that_refuses_fails_with_storage_after_retries_without_resubmitt
         assert sim.request_counts().get("POST /prompt", 0) == 1  # the retry re-attached to the finished prompt
     finally:
         worker.stop()
+
+
+def test_a_redelivered_task_after_cleanup_answers_from_the_store_without_running_again(
+    broker: str, sim: ComfyUISimulator, tmp_path: Path
+) -> None:
+    from tasks.client import enqueue_workflow
+
+    store = tmp_path / "store"
+    env = env_for(broker, sim.url, OUTPUT_STORE=store.as_uri(), OUTPUT_CLEANUP="history")
+    app = app_for(env)
+    worker = WorkerProcess(app, env, log_path=tmp_path / "worker.log")
+    try:
+        inputs = {"photo": {"base64": base64.b64encode(PHOTO).decode()}}
+        first = enqueue_workflow(app, img2img(), inputs=inputs)
+        wait_for(first, finished, timeout=30)
+        assert str(first.state) == "SUCCESS", worker.log()[-3000:]
+        assert requests.get(f"{sim.url}/history/{first.id}", timeout=5).json() == {}  # cleaned up on the pod
+        # the same task id again, as a redelivery would bring it (its stored result forgotten first,
+        # so the SUCCESS waited for is the second run's)
+        first.forget()
+        again = enqueue_workflow(app, img2img(), inputs=inputs, task_id=first.id)
+        wait_for(again, finished, timeout=30)
+        assert str(again.state) == "SUCCESS", worker.log()[-3000:]
+        assert worker.log().count(f"Task comfy.run_workflow[{first.id}] succeeded") == 2
+        assert sim.request_counts().get("POST /prompt", 0) == 1  # answered from the manifest, not run twice
+        outcome = again.result
+        assert isinstance(outcome, dict) and outcome["media"]["files"][0]["key"] == f"outputs/{first.id}/3_0.png"
+        assert (store / "outputs" / first.id / "3_0.png").is_file()
+    finally:
+        worker.stop()

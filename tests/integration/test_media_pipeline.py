@@ -194,3 +194,18 @@ def test_a_file_the_pod_no_longer_has_is_not_retried(sim: ComfyUISimulator, pod:
         media.store_outputs(pod, result)
     assert not exc.value.retryable and "404" in exc.value.message
     assert sim.request_counts().get("GET /view", 0) == 1
+
+
+def test_the_manifest_answers_a_redelivery_after_cleanup(sim: ComfyUISimulator, pod: ComfyUIPodClient, s3_server: S3Server) -> None:
+    media = pipeline(s3_server.store(), cleanup="history")
+    assert media.recall("task-12") is None
+    result = run(pod, media, {"photo": {"base64": base64.b64encode(PHOTO).decode()}}, "task-12")
+    stored = media.store_outputs(pod, result, also={"pod": "pod0"})
+    assert pod.get_history("task-12") is None  # the pod forgot the prompt …
+    recalled = media.recall("task-12")  # … the store did not
+    assert recalled is not None and recalled["prompt_id"] == "task-12" and recalled["pod"] == "pod0"
+    (entry,) = recalled["media"]["files"]
+    assert {k: v for k, v in entry.items() if k != "presigned_url"} == {
+        k: v for k, v in stored["media"]["files"][0].items() if k != "presigned_url"
+    }
+    assert requests.get(entry["presigned_url"], timeout=5).content[:8] == b"\x89PNG\r\n\x1a\n"  # signed anew

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from worker.comfyui.errors import ComfyUIError, HTTPStatusError, StorageError
 from worker.comfyui.rest_client import ComfyUIRestClient
@@ -26,7 +26,7 @@ from worker.comfyui.results import OutputFile
 from worker.fleet.media.sniff import HEAD_BYTES, image_size, sniff
 from worker.fleet.media.store import ObjectWriter, OutputStore
 
-__all__ = ["OutputPolicy", "output_key", "store_file", "with_retries"]
+__all__ = ["OutputPolicy", "output_key", "store_file", "task_key_part", "with_retries"]
 
 _SAFE_EXT = frozenset(
     {
@@ -50,6 +50,7 @@ _SAFE_EXT = frozenset(
         ".safetensors",
     }
 )
+T = TypeVar("T")
 _RECORD_LIMIT = 64 * 1024
 _CHUNK = 1 << 16
 
@@ -64,6 +65,11 @@ class OutputPolicy:
 
 def _part(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", value)[:64] or "_"
+
+
+def task_key_part(task_id: str) -> str:
+    """A task id as one key part (ours are UUIDs; anything else is made safe)."""
+    return _part(task_id)
 
 
 def output_key(task_id: str, item: OutputFile, index: int) -> str:
@@ -177,14 +183,14 @@ def store_file(
 
 
 def with_retries(
-    action: Callable[[], dict[str, Any]],
+    action: Callable[[], T],
     *,
     attempts: int,
     backoff: float,
     sleep: Callable[[float, threading.Event | None], bool],
     cancel: threading.Event | None,
     key: str,
-) -> dict[str, Any]:
+) -> T:
     """Run ``action`` up to ``attempts`` times, waiting ``backoff * 2**n`` between; a failure to
     store ends as :class:`StorageError`. Cap violations are not retried (they would fail again)."""
     last: StorageError | None = None

@@ -14,6 +14,7 @@ the pod is recycled or its output directory is cleaned by the operator.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -26,13 +27,23 @@ from worker.comfyui.rest_client import ComfyUIRestClient
 from worker.comfyui.results import WorkflowResult
 from worker.fleet.media.fetch import URLFetcher
 from worker.fleet.media.inputs import parse_inputs, resolve_input, upload_inputs
-from worker.fleet.media.outputs import OutputPolicy, output_key, store_file, with_retries
+from worker.fleet.media.outputs import OutputPolicy, output_key, store_file, task_key_part, with_retries
 from worker.fleet.media.refs import check_references, rewrite_references
 from worker.fleet.media.store import OutputStore
 
-__all__ = ["MediaPipeline", "MediaSettings"]
+__all__ = ["MediaPipeline", "MediaSettings", "manifest_key"]
 
 log = logging.getLogger(__name__)
+_MANIFEST_LIMIT = 64 * 1024 * 1024  # inline base64 included
+
+
+def manifest_key(task_id: str) -> str:
+    return f"outputs/{task_key_part(task_id)}/result.json"
+
+
+def _without_presigned(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Presigned URLs expire: the manifest keeps everything else and :meth:`recall` signs anew."""
+    return {k: v for k, v in entry.items() if k != "presigned_url"}
 
 
 @dataclass(frozen=True)
@@ -79,8 +90,19 @@ class MediaPipeline:
         self._log.info("task %s: uploaded %d input(s) to %s", task_id, len(names), client.server_url)
         return rewrite_references(workflow, names)
 
-    def store_outputs(self, client: ComfyUIRestClient, result: WorkflowResult, *, cancel: threading.Event | None = None) -> dict[str, Any]:
-        """``{"media": {"store": url, "files": [...]}}``, or ``{}`` when no store is configured."""
+    def store_outputs(
+        self,
+        client: ComfyUIRestClient,
+        result: WorkflowResult,
+        *,
+        cancel: threading.Event | None = None,
+        also: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``{"media": {"store": url, "files": [...]}}``, or ``{}`` when no store is configured.
+
+        The whole result (``result`` + ``also`` + media) is then kept in the store as the task's
+        manifest, before any cleanup on the pod: a redelivery that finds it (:meth:`recall`)
+        answers from it, where the pod might have forgotten the prompt and would run it again."""
         store = self.store
         if store is None:
             return {}
@@ -105,9 +127,36 @@ class MediaPipeline:
                     key=key,
                 )
             )
+        media = {"media": {"store": store.url, "files": entries}}
+        kept = {**result.to_dict(), **(also or {}), "media": {"store": store.url, "files": [_without_presigned(e) for e in entries]}}
+        with_retries(
+            lambda: store.put_bytes(manifest_key(result.prompt_id), json.dumps(kept).encode(), "application/json"),
+            attempts=self.settings.store_attempts,
+            backoff=self.settings.store_backoff,
+            sleep=self._clock.sleep,
+            cancel=cancel,
+            key=manifest_key(result.prompt_id),
+        )
         if self.settings.cleanup == "history":
             self._forget(client, result.prompt_id)
-        return {"media": {"store": store.url, "files": entries}}
+        return media
+
+    def recall(self, task_id: str) -> dict[str, Any] | None:
+        """The manifest of a task whose outputs were all stored (presigned URLs made afresh), or None."""
+        if self.store is None:
+            return None
+        raw = self.store.read_bytes(manifest_key(task_id), _MANIFEST_LIMIT)
+        if raw is None:
+            return None
+        try:
+            manifest = json.loads(raw)
+            files = manifest["media"]["files"]
+        except (ValueError, KeyError, TypeError):
+            return None  # damaged: run (re-attach) again, which rewrites it
+        for entry in files:
+            if isinstance(entry, dict) and "key" in entry:
+                entry["presigned_url"] = self.store.presign(entry["key"], self.settings.outputs.presign_seconds)
+        return manifest if isinstance(manifest, dict) else None
 
     def _forget(self, client: ComfyUIRestClient, prompt_id: str) -> None:
         try:
