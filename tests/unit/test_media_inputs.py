@@ -147,7 +147,9 @@ def test_guard_unresolvable_host() -> None:
     assert error_type(exc) == "input_unreachable"
 
 
-@pytest.mark.parametrize("url", ["ftp://a/b.png", "file:///etc/passwd", "http://user:pw@a/b.png", "gopher://x", "http:///nohost"])
+@pytest.mark.parametrize(
+    "url", ["ftp://a/b.png", "file:///etc/passwd", "http://user:pw@a/b.png", "gopher://x", "http:///nohost", "http://a:99999/b.png"]
+)
 def test_fetch_refuses_other_schemes_and_credentials(url: str) -> None:
     with pytest.raises(WorkflowValidationError) as exc:
         fetcher().fetch(url)

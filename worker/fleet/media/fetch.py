@@ -43,7 +43,10 @@ def public_url(url: str) -> str:
     """The URL as it may appear in an error: no credentials, no query (a presigned signature)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port out of range: shown as absent
+        port = ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
