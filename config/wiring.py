@@ -10,9 +10,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import boto3
-from botocore.config import Config
-
 from config.settings import Settings
 from worker.comfyui.http_transport import HTTPSettings
 from worker.comfyui.pod_client import ComfyUIPodClient, PodClientSettings
@@ -71,6 +68,9 @@ def pod_pool(settings: Settings) -> PodPool:
 def s3_client(settings: Settings) -> Any:
     """A boto3 S3 client: endpoint and region from our settings, credentials from boto3's own
     chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profiles, instance roles)."""
+    import boto3  # noqa: PLC0415 - 0.2 s: loaded only by a worker with an S3 store, not by every CLI start
+    from botocore.config import Config  # noqa: PLC0415
+
     config = Config(
         signature_version="s3v4",
         connect_timeout=settings.http_connect_timeout,
