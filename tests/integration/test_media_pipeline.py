@@ -47,7 +47,7 @@ def pipeline(store: OutputStore | None, **settings: Any) -> MediaPipeline:
 
 
 def run(pod: ComfyUIPodClient, media: MediaPipeline, inputs: dict[str, Any], task_id: str) -> WorkflowResult:
-    workflow = media.prepare_inputs(img2img(), inputs, pod, task_id)
+    workflow = media.prepare_inputs(img2img(), inputs, pod.rest, task_id)
     return pod.execute_workflow(workflow, prompt_id=task_id, timeout=30)
 
 
@@ -56,10 +56,10 @@ def test_an_input_by_url_is_uploaded_loaded_and_its_output_stored(
 ) -> None:
     file_server.routes["/photo.png"] = PHOTO
     media = pipeline(FileStore(tmp_path / "store"))
-    workflow = media.prepare_inputs(img2img(), {"photo": {"url": f"{file_server.url}/photo.png"}}, pod, "task-1")
+    workflow = media.prepare_inputs(img2img(), {"photo": {"url": f"{file_server.url}/photo.png"}}, pod.rest, "task-1")
     assert workflow["1"]["inputs"]["image"] == "comfy-celery/task-1/photo.png"
     result = pod.execute_workflow(workflow, prompt_id="task-1", timeout=30)
-    stored = media.store_outputs(pod, result)
+    stored = media.store_outputs(pod.rest, result)
     (entry,) = stored["media"]["files"]
     path = tmp_path / "store" / "outputs" / "task-1" / "3_0.png"
     assert entry["key"] == "outputs/task-1/3_0.png" and entry["url"] == path.as_uri()
@@ -74,11 +74,11 @@ def test_a_retry_uploads_idempotently_and_does_not_stream_again(sim: ComfyUISimu
     media = pipeline(FileStore(tmp_path / "store"))
     inputs = {"photo": {"base64": base64.b64encode(PHOTO).decode()}}
     result = run(pod, media, inputs, "task-2")
-    first = media.store_outputs(pod, result)
+    first = media.store_outputs(pod.rest, result)
     views = sim.request_counts().get("GET /view", 0)
-    again = media.prepare_inputs(img2img(), inputs, pod, "task-2")  # a redelivery uploads again …
+    again = media.prepare_inputs(img2img(), inputs, pod.rest, "task-2")  # a redelivery uploads again …
     assert again["1"]["inputs"]["image"] == "comfy-celery/task-2/photo.png"  # … under the same name
-    assert media.store_outputs(pod, result) == first
+    assert media.store_outputs(pod.rest, result) == first
     assert sim.request_counts().get("GET /view", 0) == views  # the record said it was stored
 
 
@@ -87,7 +87,7 @@ def test_a_bad_reference_fails_before_anything_is_uploaded(sim: ComfyUISimulator
     workflow = img2img()
     workflow["1"]["inputs"]["image"] = "input:phot"
     with pytest.raises(WorkflowValidationError) as exc:
-        media.prepare_inputs(workflow, {"photo": {"base64": base64.b64encode(PHOTO).decode()}}, pod, "task-3")
+        media.prepare_inputs(workflow, {"photo": {"base64": base64.b64encode(PHOTO).decode()}}, pod.rest, "task-3")
     assert exc.value.error_type == "unknown_input"
     assert sim.request_counts().get("POST /upload/image", 0) == 0
 
@@ -132,7 +132,7 @@ def test_a_store_failure_is_retried_with_backoff_without_resubmitting(sim: Comfy
     inner = FileStore(tmp_path / "store")
     media = pipeline(FlakyStore(inner, failures=2), store_attempts=3, store_backoff=0.5)
     result = run(pod, media, {"photo": {"base64": base64.b64encode(PHOTO).decode()}}, "task-5")
-    (entry,) = media.store_outputs(pod, result)["media"]["files"]
+    (entry,) = media.store_outputs(pod.rest, result)["media"]["files"]
     assert (tmp_path / "store" / entry["key"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sim.request_counts().get("POST /prompt", 0) == 1
     clock = media._clock
@@ -142,7 +142,7 @@ def test_a_store_failure_is_retried_with_backoff_without_resubmitting(sim: Comfy
     failing = pipeline(FlakyStore(inner, failures=5), store_attempts=2)
     result = run(pod, failing, {"photo": {"base64": base64.b64encode(PHOTO).decode()}}, "task-6")
     with pytest.raises(StorageError) as exc:
-        failing.store_outputs(pod, result)
+        failing.store_outputs(pod.rest, result)
     assert exc.value.code == "storage" and exc.value.retryable and "store went away" in exc.value.message
 
 
@@ -150,7 +150,7 @@ def test_the_output_cap_holds_while_streaming_and_leaves_nothing(sim: ComfyUISim
     media = pipeline(FileStore(tmp_path / "store"), outputs=OutputPolicy(max_bytes=100))
     result = run(pod, media, {"photo": {"base64": base64.b64encode(PHOTO).decode()}}, "task-7")
     with pytest.raises(StorageError) as exc:
-        media.store_outputs(pod, result)
+        media.store_outputs(pod.rest, result)
     assert not exc.value.retryable and sim.request_counts().get("GET /view", 0) == 1  # not retried: it would fail again
     assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []
 
@@ -161,16 +161,16 @@ def test_s3_outputs_with_presigned_urls_inline_base64_and_history_cleanup(
     store = s3_server.store("prod")
     media = pipeline(store, outputs=OutputPolicy(presign_seconds=120, inline_max_bytes=1 << 20), cleanup="history")
     result = run(pod, media, {"photo": {"base64": base64.b64encode(PHOTO).decode()}}, "task-8")
-    (entry,) = media.store_outputs(pod, result)["media"]["files"]
+    (entry,) = media.store_outputs(pod.rest, result)["media"]["files"]
     assert entry["url"] == f"s3://{store.bucket}/prod/outputs/task-8/3_0.png"
     served = requests.get(entry["presigned_url"], timeout=5)
     assert served.content == base64.b64decode(entry["base64"])
     assert hashlib.sha256(served.content).hexdigest() == entry["sha256"]
     assert served.headers["Content-Type"] == "image/png" and "X-Amz-Expires=120" in entry["presigned_url"]
-    assert pod.get_history("task-8") is None  # forgotten on the pod once stored
+    assert pod.rest.get_history("task-8") is None  # forgotten on the pod once stored
     # the next job can take this output as its input, by store key or s3:// URL
     for spec in ({"store_key": entry["key"]}, {"url": entry["url"]}):
-        workflow = media.prepare_inputs(img2img(), {"photo": spec}, pod, "task-9")
+        workflow = media.prepare_inputs(img2img(), {"photo": spec}, pod.rest, "task-9")
         assert workflow["1"]["inputs"]["image"] == "comfy-celery/task-9/photo.png"
 
 
@@ -180,7 +180,7 @@ def test_a_cancel_stops_the_store_without_retrying(sim: ComfyUISimulator, pod: C
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(Exception) as exc:
-        media.store_outputs(pod, result, cancel=cancel)
+        media.store_outputs(pod.rest, result, cancel=cancel)
     assert getattr(exc.value, "code", None) == "cancelled"
 
 
@@ -191,7 +191,7 @@ def test_a_file_the_pod_no_longer_has_is_not_retried(sim: ComfyUISimulator, pod:
         assert item.filename is not None
         (sim.root / "output" / item.filename).unlink()
     with pytest.raises(StorageError) as exc:
-        media.store_outputs(pod, result)
+        media.store_outputs(pod.rest, result)
     assert not exc.value.retryable and "404" in exc.value.message
     assert sim.request_counts().get("GET /view", 0) == 1
 
@@ -200,8 +200,8 @@ def test_the_manifest_answers_a_redelivery_after_cleanup(sim: ComfyUISimulator, 
     media = pipeline(s3_server.store(), cleanup="history")
     assert media.recall("task-12") is None
     result = run(pod, media, {"photo": {"base64": base64.b64encode(PHOTO).decode()}}, "task-12")
-    stored = media.store_outputs(pod, result, also={"pod": "pod0"})
-    assert pod.get_history("task-12") is None  # the pod forgot the prompt …
+    stored = media.store_outputs(pod.rest, result, also={"pod": "pod0"})
+    assert pod.rest.get_history("task-12") is None  # the pod forgot the prompt …
     recalled = media.recall("task-12")  # … the store did not
     assert recalled is not None and recalled["prompt_id"] == "task-12" and recalled["pod"] == "pod0"
     (entry,) = recalled["media"]["files"]

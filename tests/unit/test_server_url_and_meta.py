@@ -46,6 +46,10 @@ def test_progress_meta_is_what_readme_shows_and_what_the_type_declares() -> None
 
 def test_the_success_result_is_the_workflow_result_plus_the_pod() -> None:
     declared = set(typing.get_type_hints(TaskResult))
-    assert declared == {f.name for f in dataclasses.fields(WorkflowResult)} | {"pod"} == set(readme_json("**SUCCESS**"))
+    # "media" only with an output store (NotRequired); README shows it in its own section
+    assert declared - {"media"} == {f.name for f in dataclasses.fields(WorkflowResult)} | {"pod"} == set(readme_json("**SUCCESS**"))
+    assert "media" in declared
     result = WorkflowResult("p", "success", {}, [], "websocket", 1.0, 2, "https://x")
     assert task_result(result, pod="pod0")["pod"] == "pod0"
+    assert "media" not in task_result(result, pod="pod0")
+    assert task_result(result, pod="pod0", media={"store": "file:///x", "files": []})["media"]["store"] == "file:///x"
