@@ -111,10 +111,11 @@ def _submit(args: argparse.Namespace) -> int:
     queue = _pod_queue(settings, args)
     settings, app = _app_for_command()
     result = enqueue_workflow(app, workflow, job_type=args.job_type, pod=args.pod, timeout=args.timeout, queue=queue)
-    print(result.id)
-    if not args.wait:
-        return 0
+    # the id is printed inside the try: a Ctrl-C right after it must still say the job runs on
     try:
+        print(result.id, flush=True)
+        if not args.wait:
+            return 0
         return _follow(settings, app, result, queue, args)
     except KeyboardInterrupt:
         print(
