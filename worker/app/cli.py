@@ -26,7 +26,7 @@ from celery.result import AsyncResult
 
 from config.settings import Settings, SettingsError
 from worker.app.preflight import BrokerUnreachableError
-from worker.comfyui.errors import ComfyUIError
+from worker.comfyui.errors import ComfyUIError, OutputSaveError
 from worker.comfyui.rest_client import ComfyUIRestClient
 from worker.comfyui.results import WorkflowResult
 from worker.comfyui.urls import ServerURL
@@ -160,6 +160,12 @@ def _follow(settings: Settings, app: Celery, result: AsyncResult, queue: str, ar
     try:
         for path in save_outputs(client, output.files, args.output_dir):
             print(f"saved {path}")
+    except OutputSaveError as exc:  # some saved, some not: each one said
+        for path in exc.details.get("saved", []):
+            print(f"saved {path}")
+        for failure in exc.failures:
+            print(f"not saved {failure.get('filename')!r}: {failure.get('error')}", file=sys.stderr)
+        return 1
     finally:
         client.close()
     return 0

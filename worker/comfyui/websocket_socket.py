@@ -15,6 +15,7 @@ import websocket
 from worker.comfyui import protocol as p
 from worker.comfyui.clock import Deadline
 from worker.comfyui.errors import ConnectionFailedError, ProtocolError, ResponseTooLargeError, TransportTimeoutError
+from worker.comfyui.redact import Redactor
 from worker.comfyui.websocket_types import WebSocketFactory, WebSocketLike
 from worker.comfyui.ws_frames import FrameTooLargeError, capped_connection, install_frame_cap
 
@@ -56,6 +57,7 @@ def greet(
     max_frame_bytes: int,
     read_slice: float,
     server_url: str,
+    redact: Redactor | None = None,
 ) -> p.StatusData:
     """Send our feature flags, then wait for ``status``: ComfyUI greets every socket with it (and
     its ``sid``), the proof we reached ComfyUI. Leaves the socket reading in ``read_slice`` steps.
@@ -82,7 +84,7 @@ def greet(
     if not isinstance(message, p.StatusData):
         raise ProtocolError(
             "the server's first WebSocket message is not 'status': not a ComfyUI server?",
-            excerpt=bytes(data[:200]).decode("utf-8", "replace"),
+            excerpt=(redact or Redactor()).excerpt(bytes(data)),  # a server may echo the token of the URL
         )
     ws.settimeout(read_slice)
     return message
