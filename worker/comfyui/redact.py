@@ -52,6 +52,6 @@ class Redactor:
 
     def excerpt(self, data: bytes | str, limit: int = 200) -> str:
         """At most ``limit`` characters of ``data``, without any secret, whole or cut."""
-        raw = data[: limit + self.longest]
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        return self(text)[:limit]
+        span = limit + self.longest  # characters: a secret starting before ``limit`` ends inside
+        text = data[: span * 4].decode("utf-8", "replace") if isinstance(data, bytes) else data  # UTF-8: up to 4 bytes a character
+        return self(text[:span])[:limit]
