@@ -43,7 +43,7 @@ class HTTPSettings:
     retry_backoff: float = 0.5
     max_download_bytes: int = 512 * 1024 * 1024
     #: every other response body (``/history`` with a million outputs was 217 MB), enforced while reading
-    max_response_bytes: int = 64 * 1024 * 1024
+    max_response_bytes: int = 32 * 1024 * 1024
     #: one download from first byte to last (a ``/view`` trickling a byte a second never ended)
     download_timeout: float = 600.0
 
