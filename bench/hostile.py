@@ -62,7 +62,7 @@ def measure(case: str, action: Callable[[], str]) -> Row:
 def ws_redirect() -> Row:
     with ScriptedServer(echo_headers(404)) as target:
         with ScriptedServer(redirect_to(f"ws://127.0.0.1:{target.port}/ws")) as server:
-            row = measure("ws upgrade 302 to another port", lambda: ComfyUIWebSocketClient(server.url, headers=AUTH).connect() and "")
+            row = measure("ws upgrade 302 to another port", lambda: str(ComfyUIWebSocketClient(server.url, headers=AUTH).connect()))
         row.note = f"requests reaching the target: {len(target.requests)}"
     return row
 
@@ -70,7 +70,7 @@ def ws_redirect() -> Row:
 def ws_frame(announced: int, label: str) -> Row:
     with ScriptedServer(huge_frame(announced, send_bytes=256 * 1024 * 1024)) as server:
         client = ComfyUIWebSocketClient(server.url, settings=WebSocketSettings(reconnect_attempts=0))
-        row = measure(f"ws frame header announcing {label}", lambda: client.connect() and "")
+        row = measure(f"ws frame header announcing {label}", lambda: str(client.connect()))
         client.close()
         row.note = f"cap {64} MB; server could push {server.sent / 1e6:.0f} MB before the socket closed"
     return row
