@@ -133,7 +133,7 @@ def test_a_part_symlink_is_never_followed(tmp_path: Path) -> None:
     (out / "a.png.part").symlink_to(outside)
     saved = save_outputs(FakeClient(), [image("a.png")], out)  # type: ignore[arg-type]
     assert outside.read_text() == "keep me"
-    assert saved[0].name == "a (1).png" and saved[0].read_bytes() == b"a.png"
+    assert saved[0].name == "a-1.png" and saved[0].read_bytes() == b"a.png"
     assert (out / "a.png.part").is_symlink()  # not ours: left alone
 
 
@@ -141,7 +141,7 @@ def test_an_existing_part_file_is_not_overwritten_or_deleted(tmp_path: Path) -> 
     (tmp_path / "a.png.part").write_bytes(b"someone else's")
     saved = save_outputs(FakeClient(), [image("a.png")], tmp_path)  # type: ignore[arg-type]
     assert (tmp_path / "a.png.part").read_bytes() == b"someone else's"
-    assert saved[0].name == "a (1).png"
+    assert saved[0].name == "a-1.png"
 
 
 def test_a_300_character_name_is_shortened_and_saved(tmp_path: Path) -> None:
