@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 from celery.result import AsyncResult
 
+from tasks.options import TaskOptions
 from tasks.workflow import TASK_NAME
 from worker.comfyui.errors import ComfyUIError
 from worker.comfyui.workflow import validate_workflow
@@ -36,6 +37,7 @@ def enqueue_workflow(
         options["pod"] = pod
     if timeout is not None:
         options["timeout"] = timeout
+    TaskOptions.parse(options)  # NaN, infinity or a wrong type fail here, not on a worker
     result: AsyncResult = celery.send_task(  # type: ignore[type-arg]
         TASK_NAME,
         args=[validate_workflow(workflow)],

@@ -22,18 +22,18 @@ _KNOWN = frozenset({"pod", "job_type", "timeout"})
 
 def _refuse_credentials(options: Mapping[str, Any]) -> None:
     for key in options:
-        if any(hint in key.lower() for hint in _FORBIDDEN_OPTION_HINTS):
+        if any(hint in str(key).lower() for hint in _FORBIDDEN_OPTION_HINTS):
             raise WorkflowValidationError(f"option {key!r} is not accepted: credentials and URLs are worker settings, not task arguments")
     unknown = set(options) - _KNOWN
     if unknown:
-        raise WorkflowValidationError(f"unknown options: {', '.join(sorted(unknown))}")
+        raise WorkflowValidationError(f"unknown options: {', '.join(sorted(map(str, unknown)))}")
 
 
 def _timeout(value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise WorkflowValidationError("timeout must be a positive number of seconds")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1e7:  # NaN fails too
+        raise WorkflowValidationError("timeout must be a positive, finite number of seconds (at most 1e7)")
     return float(value)
 
 
@@ -47,6 +47,8 @@ class TaskOptions:
 
     @classmethod
     def parse(cls, options: Mapping[str, Any] | None) -> TaskOptions:
+        if options is not None and not isinstance(options, Mapping):
+            raise WorkflowValidationError(f"options must be an object, not {type(options).__name__}", error_type="bad_arguments")
         options = dict(options or {})
         _refuse_credentials(options)
         job_type = options.get("job_type", "image_generation")

@@ -26,6 +26,7 @@ from celery import Celery, Task
 from celery.exceptions import Ignore
 
 from config.settings import Settings
+from tasks.arguments import task_arguments
 from tasks.cancel import Cancellation, CancelReason, TimeLimit, cancel_on_sigusr1
 from tasks.meta import TaskResult, progress_meta, task_result
 from tasks.observer import TaskObserver
@@ -76,10 +77,10 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
         default_retry_delay=math.ceil(settings.task_retry_backoff),
         acks_late=True,
         shared=False,
+        Strategy="tasks.arguments:guarded_strategy",  # a hostile message must not reach a decoder or the pickler
     )
-    def run_workflow(
-        self: Task[Any, Any], workflow: dict[str, Any], options: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None
-    ) -> TaskResult:
+    def run_workflow(self: Task[Any, Any], *args: Any, **kwargs: Any) -> TaskResult:
+        workflow, options, inputs = task_arguments(args, kwargs)  # first: bounded, typed, before anything walks it
         opts = TaskOptions.parse(options)
         rt = runtime(celery, settings)
         prompt_id = str(self.request.id)

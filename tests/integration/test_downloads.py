@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from worker.comfyui.errors import ConnectionFailedError, JobCancelledError, ProtocolError, TransportTimeoutError
+from worker.comfyui.errors import JobCancelledError, OutputSaveError
 from worker.comfyui.http_transport import HTTPSettings
 from worker.comfyui.pod_client import ComfyUIPodClient
 from worker.comfyui.rest_client import ComfyUIRestClient
@@ -61,8 +61,9 @@ def test_the_size_cap_is_enforced_while_reading(
 ) -> None:
     item = _output(sim, image_only)
     capped = rest(sim.url, http=HTTPSettings(max_download_bytes=16))
-    with pytest.raises(ProtocolError, match="more than the 16 bytes"):
+    with pytest.raises(OutputSaveError) as info:
         save_outputs(capped, [item], tmp_path / "out")
+    assert info.value.failures[0]["error"].startswith("protocol: ") and "more than the 16 bytes" in info.value.failures[0]["error"]
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -121,9 +122,9 @@ def cut_server() -> Iterator[CutServer]:
 def test_a_body_cut_short_is_a_transport_error_and_leaves_no_file(cut_server: CutServer, tmp_path: Path, rest: RestFactory) -> None:
     client = rest(cut_server.url, http=HTTPSettings(retries=0))
     item = OutputFile(node_id="9", kind="image", filename="big.png", subfolder="", type="output")
-    with pytest.raises(ConnectionFailedError) as info:
+    with pytest.raises(OutputSaveError) as info:
         save_outputs(client, [item], tmp_path)
-    assert info.value.code == "connection" and "/view" in str(info.value)
+    assert info.value.failures[0]["error"].startswith("connection: ") and "/view" in info.value.failures[0]["error"]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -132,9 +133,9 @@ def test_a_body_that_stalls_times_out_per_chunk(tmp_path: Path, rest: RestFactor
     try:
         client = rest(server.url, http=HTTPSettings(retries=0, read_timeout=0.2))
         item = OutputFile(node_id="9", kind="image", filename="big.png", subfolder="", type="output")
-        with pytest.raises(TransportTimeoutError) as info:
+        with pytest.raises(OutputSaveError) as info:
             save_outputs(client, [item], tmp_path)
-        assert info.value.phase == "request"
+        assert info.value.failures[0]["error"].startswith("transport_timeout: ")
         assert list(tmp_path.iterdir()) == []
     finally:
         server.close()

@@ -38,6 +38,10 @@ SAMPLES: list[e.ComfyUIError] = [
     e.JobCancelledError("cancelled", prompt_id="p1"),
     e.PromptNotFoundError("gone", prompt_id="p1"),
     e.StorageError("the store refused the object", key="outputs/p1/9_0.png", retryable=True),
+    e.RedirectRefusedError("redirect", status=302, location="http://elsewhere:1/ws"),
+    e.ResponseTooLargeError("huge", limit=1024, what="GET /history"),
+    e.ResultTooLargeError("too many files", limit=10, what="output files"),
+    e.OutputSaveError("one failed", failures=[{"filename": "a.png", "error": "timeout"}]),
 ]
 
 
@@ -69,7 +73,15 @@ def test_celery_json_result_round_trip(error: e.ComfyUIError) -> None:
 
 def test_only_transport_failures_are_transport_errors() -> None:
     transport = {type(s) for s in SAMPLES if isinstance(s, e.TransportError)}
-    assert transport == {e.TransportError, e.ConnectionFailedError, e.TransportTimeoutError, e.ConnectionLostError, e.ProtocolError}
+    assert transport == {
+        e.TransportError,
+        e.ConnectionFailedError,
+        e.TransportTimeoutError,
+        e.ConnectionLostError,
+        e.ProtocolError,
+        e.RedirectRefusedError,  # the WebSocket falls back to REST, which never sends credentials across a redirect
+        e.ResponseTooLargeError,
+    }
     # a job deadline is a timeout but must never trigger a fallback or retry
     assert not isinstance(e.JobTimeoutError("x"), e.TransportError)
     assert isinstance(e.JobTimeoutError("x"), e.ComfyUITimeoutError)
@@ -91,6 +103,10 @@ def test_codes_are_stable() -> None:
         "JobCancelledError": "cancelled",
         "PromptNotFoundError": "prompt_lost",
         "StorageError": "storage",
+        "RedirectRefusedError": "redirect_refused",
+        "ResponseTooLargeError": "too_large",
+        "ResultTooLargeError": "result_too_large",
+        "OutputSaveError": "output_save",
     }
 
 

@@ -26,7 +26,7 @@ from celery.result import AsyncResult
 
 from config.settings import Settings, SettingsError
 from worker.app.preflight import BrokerUnreachableError
-from worker.comfyui.errors import ComfyUIError
+from worker.comfyui.errors import ComfyUIError, OutputSaveError
 from worker.comfyui.rest_client import ComfyUIRestClient
 from worker.comfyui.results import WorkflowResult
 from worker.comfyui.urls import ServerURL
@@ -99,12 +99,20 @@ def _wait_bound(settings: Settings, timeout: float | None) -> float:
     return soft + (settings.job_hard_time_limit - settings.job_time_limit) + 30.0
 
 
+def _read_workflow(path: Path) -> dict[str, object]:
+    """The file, at most one byte past the cap read (a huge file is refused, not loaded), bounded and checked."""
+    from worker.comfyui.workflow import MAX_WORKFLOW_BYTES, parse_workflow  # noqa: PLC0415
+
+    with path.open("rb") as source:
+        return parse_workflow(source.read(MAX_WORKFLOW_BYTES + 1))
+
+
 def _submit(args: argparse.Namespace) -> int:
     from tasks.client import enqueue_workflow  # noqa: PLC0415
 
     try:
-        workflow = json.loads(args.workflow.read_text())
-    except (OSError, ValueError) as exc:
+        workflow = _read_workflow(args.workflow)
+    except (OSError, ComfyUIError) as exc:  # a 10,000-deep file is one line too, never a RecursionError traceback
         print(f"cannot read {args.workflow}: {exc}", file=sys.stderr)
         return 2
     settings = Settings.from_env()
@@ -153,6 +161,12 @@ def _follow(settings: Settings, app: Celery, result: AsyncResult, queue: str, ar
     try:
         for path in save_outputs(client, output.files, args.output_dir):
             print(f"saved {path}")
+    except OutputSaveError as exc:  # some saved, some not: each one said
+        for path in exc.details.get("saved", []):
+            print(f"saved {path}")
+        for failure in exc.failures:
+            print(f"not saved {failure.get('filename')!r}: {failure.get('error')}", file=sys.stderr)
+        return 1
     finally:
         client.close()
     return 0

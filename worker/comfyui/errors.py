@@ -5,9 +5,11 @@ The tree (``code`` in brackets; codes are unique per class and stable: a web bac
     ComfyUIError [comfyui_error]                 base; never raised itself
     ├── TransportError [transport]               the only fallback / retry trigger
     │   ├── ConnectionFailedError [connection]   could not connect (refused, DNS, TLS, HTTP upgrade refused)
+    │   │   └── RedirectRefusedError [redirect_refused]  the WebSocket upgrade redirected: not followed
     │   ├── TransportTimeoutError [transport_timeout]  also a ComfyUITimeoutError; phase connect/handshake/idle/request
     │   ├── ConnectionLostError [connection_lost]      an established connection went away
     │   └── ProtocolError [protocol]             the server does not speak ComfyUI's protocol
+    │       └── ResponseTooLargeError [too_large]  a body or frame past its cap, refused while read
     ├── ComfyUITimeoutError [comfyui_timeout]    base of the two timeouts; never raised itself
     │   ├── TransportTimeoutError                (see above)
     │   └── JobTimeoutError [timeout]            the job's own deadline (phase job)
@@ -17,7 +19,9 @@ The tree (``code`` in brackets; codes are unique per class and stable: a web bac
     ├── PromptInterruptedError [interrupted]     ``POST /interrupt`` stopped the prompt
     ├── JobCancelledError [cancelled]            we were told to stop (revoke, shutdown)
     ├── PromptNotFoundError [prompt_lost]        the prompt is in neither queue nor history
-    └── StorageError [storage]                   a finished prompt's outputs could not be stored
+    ├── StorageError [storage]                   a finished prompt's outputs could not be stored
+    ├── ResultTooLargeError [result_too_large]   too many outputs, or a result too large to store
+    └── OutputSaveError [output_save]            ``save_outputs``: some files could not be saved
 
 Design rules:
 
@@ -396,3 +400,61 @@ class StorageError(ComfyUIError):
 
 __all__ += ["StorageError"]
 ALL_ERRORS = (*ALL_ERRORS, StorageError)
+
+
+# ---------------------------------------------------------------- hostile or broken servers (issue 15)
+
+
+class RedirectRefusedError(ConnectionFailedError):
+    """Raised when the WebSocket upgrade answers a redirect (30x): it is not followed, so the
+    credentials sent with the upgrade never reach the host the ``Location`` names."""
+
+    code = "redirect_refused"
+
+    def __init__(
+        self, message: str, details: Mapping[str, Any] | None = None, *, status: int | None = None, location: str | None = None
+    ) -> None:
+        super().__init__(message, {**(details or {}), **_fields(status=status, location=location)})
+
+
+class ResponseTooLargeError(ProtocolError):
+    """Raised when a server sends more than a cap allows (a REST body, a WebSocket frame), as soon
+    as the cap is passed: the rest is never read."""
+
+    code = "too_large"
+
+    def __init__(
+        self, message: str, details: Mapping[str, Any] | None = None, *, limit: int | None = None, what: str | None = None
+    ) -> None:
+        super().__init__(message, {**(details or {}), **_fields(limit=limit, what=what)})
+
+
+class ResultTooLargeError(ComfyUIError):
+    """Raised when a finished prompt's result is beyond what a job may return (too many output
+    files, or a result too large for the result backend). Not a transport failure: the same
+    history would give the same result again, so it is never retried."""
+
+    code = "result_too_large"
+
+    def __init__(
+        self, message: str, details: Mapping[str, Any] | None = None, *, limit: int | None = None, what: str | None = None
+    ) -> None:
+        super().__init__(message, {**(details or {}), **_fields(limit=limit, what=what)})
+
+
+class OutputSaveError(ComfyUIError):
+    """Raised by ``save_outputs`` after it tried every file, when some could not be saved
+    (a download failed or timed out, a name is unusable); ``failures`` says which and why."""
+
+    code = "output_save"
+
+    def __init__(self, message: str, details: Mapping[str, Any] | None = None, *, failures: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message, {**(details or {}), **_fields(failures=failures)})
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        value = self.details.get("failures")
+        return [f for f in value if isinstance(f, dict)] if isinstance(value, list) else []
+
+
+ALL_ERRORS = (*ALL_ERRORS, RedirectRefusedError, ResponseTooLargeError, ResultTooLargeError, OutputSaveError)

@@ -7,10 +7,11 @@ connection failures, timeouts and 5xx; ``POST /prompt`` is never retried here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -23,9 +24,11 @@ from worker.comfyui.errors import (
     HTTPStatusError,
     JobCancelledError,
     ProtocolError,
+    ResponseTooLargeError,
     TransportError,
     TransportTimeoutError,
 )
+from worker.comfyui.redact import Redactor
 from worker.comfyui.urls import ServerURL, redact_url
 
 __all__ = ["HTTPSettings", "HTTPTransport"]
@@ -39,16 +42,18 @@ class HTTPSettings:
     retries: int = 3
     retry_backoff: float = 0.5
     max_download_bytes: int = 512 * 1024 * 1024
+    #: every other response body (``/history`` with a million outputs was 217 MB), enforced while reading
+    max_response_bytes: int = 32 * 1024 * 1024
+    #: one download from first byte to last (a ``/view`` trickling a byte a second never ended)
+    download_timeout: float = 600.0
 
     def __post_init__(self) -> None:
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
             raise ValueError("HTTP timeouts must be > 0")
         if self.retries < 0:
             raise ValueError("retries must be >= 0")
-
-
-def _excerpt(content: bytes, limit: int = 200) -> str:
-    return content[:limit].decode("utf-8", "replace")
+        if self.max_response_bytes <= 0 or self.max_download_bytes <= 0 or not self.download_timeout > 0:
+            raise ValueError("HTTP size caps and the download timeout must be > 0")
 
 
 class HTTPTransport:
@@ -73,6 +78,8 @@ class HTTPTransport:
         self._lock = threading.Lock()
         self._clock = clock or SystemClock()
         self._log = logger or logging.getLogger(__name__)
+        #: the configured credentials, kept out of every excerpt of a body (a server may echo them)
+        self.redact = Redactor.from_headers(self._headers)
 
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
@@ -107,7 +114,8 @@ class HTTPTransport:
     ) -> requests.Response:
         """Send, retrying idempotent requests; return a response whose status is in ``accept``.
 
-        With ``stream`` the body is left unread for :meth:`download`."""
+        With ``stream`` the body is left unread for :meth:`download`; otherwise it is read here,
+        at most ``max_response_bytes`` (:class:`ResponseTooLargeError` past that, the rest unread)."""
         url = self.server.http(path)
         safe_url = redact_url(url)
         retry = method.upper() in ("GET", "HEAD") if idempotent is None else idempotent
@@ -119,15 +127,14 @@ class HTTPTransport:
                 break
             try:
                 response = self._session().request(
-                    method, url, json=json_body, params=params, files=files, data=data, timeout=timeout, stream=stream
+                    method, url, json=json_body, params=params, files=files, data=data, timeout=timeout, stream=True
                 )
+                if response.status_code in accept:
+                    return response if stream else self._read_body(response, method, safe_url, timeout)
+                excerpt = self.redact.excerpt(_head_of_body(response, 200 + self.redact.longest))
             except requests.RequestException as exc:
                 last = _transport_error(exc, method, safe_url, timeout)
             else:
-                if response.status_code in accept:
-                    return response
-                with response:  # a streamed error body is read no further than its excerpt
-                    excerpt = _excerpt(next(response.iter_content(200), b"") if stream else response.content)
                 error = HTTPStatusError(
                     f"{method} {safe_url} answered HTTP {response.status_code}",
                     status=response.status_code,
@@ -141,6 +148,34 @@ class HTTPTransport:
                 self._log.warning("comfyui %s %s failed (attempt %d/%d): %s", method, safe_url, attempt, attempts, last)
         assert last is not None  # the loop ran at least once, and only a failure gets here
         raise last
+
+    def _read_body(self, response: requests.Response, method: str, safe_url: str, timeout: tuple[float, float]) -> requests.Response:
+        """Read the body into ``response.content``, refusing it as soon as it passes the cap."""
+        limit = self.settings.max_response_bytes
+        if response.raw is None:  # a body already in memory (a test's fake session): only its size to check
+            if len(response.content) > limit:
+                raise ResponseTooLargeError(
+                    f"{method} {safe_url} sent more than the {limit} bytes allowed", limit=limit, what=f"{method} body"
+                )
+            return response
+        with response:
+            announced = response.headers.get("Content-Length", "")
+            if announced.isdigit() and int(announced) > limit:
+                raise ResponseTooLargeError(
+                    f"{method} {safe_url} announced {announced} bytes, more than the {limit} allowed", limit=limit, what=f"{method} body"
+                )
+            chunks: list[bytes] = []
+            size = 0
+            with _body_deadline(response, 2 * timeout[1], f"{method} {safe_url}: body"):
+                for chunk in response.iter_content(1 << 16):
+                    size += len(chunk)
+                    if size > limit:
+                        raise ResponseTooLargeError(
+                            f"{method} {safe_url} sent more than the {limit} bytes allowed", limit=limit, what=f"{method} body"
+                        )
+                    chunks.append(chunk)
+        response._content = b"".join(chunks)  # what .content returns from now on
+        return response
 
     def get_json(
         self,
@@ -171,7 +206,7 @@ class HTTPTransport:
         safe_url = redact_url(self.server.http(path))
         response = self.request("GET", path, params=params, stream=True, cancel=cancel)
         written = 0
-        with response:
+        with response, _body_deadline(response, self.settings.download_timeout, f"GET {safe_url}: download"):
             try:
                 for chunk in response.iter_content(chunk_size):
                     if cancel is not None and cancel.is_set():
@@ -190,8 +225,44 @@ class HTTPTransport:
             return json.loads(response.content)
         except (ValueError, RecursionError):
             raise ProtocolError(
-                f"{response.request.method} {redact_url(response.url)} did not answer JSON", excerpt=_excerpt(response.content)
+                f"{response.request.method} {redact_url(response.url)} did not answer JSON", excerpt=self.redact.excerpt(response.content)
             ) from None
+
+
+def _head_of_body(response: requests.Response, size: int) -> bytes:
+    """The first bytes of an error body, read no further (a body in memory, from a fake session, as is)."""
+    if response.raw is None:
+        return response.content[:size]
+    with response:
+        return next(response.iter_content(size), b"")
+
+
+@contextlib.contextmanager
+def _body_deadline(response: requests.Response, seconds: float, what: str) -> Iterator[None]:
+    """Bound the time to read a whole body, not only each read: a server trickling a byte just
+    inside the read timeout kept a download going for ever. urllib3 fills each chunk before it
+    returns it, so a check between chunks would never run: a timer shuts the socket down instead,
+    which ends the blocked read at once."""
+    fired = threading.Event()
+
+    def expire() -> None:
+        fired.set()
+        with contextlib.suppress(Exception):  # already closed, or not a urllib3 response (a test fake)
+            response.raw.shutdown()
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except (TransportError, requests.RequestException, OSError, ValueError):
+        if fired.is_set():
+            raise TransportTimeoutError(f"{what} not complete within {seconds:g} s", phase="request", seconds=seconds) from None
+        raise
+    finally:
+        timer.cancel()
+    if fired.is_set():  # the shutdown may also look like a clean end of the body
+        raise TransportTimeoutError(f"{what} not complete within {seconds:g} s", phase="request", seconds=seconds)
 
 
 def _transport_error(exc: requests.RequestException, method: str, safe_url: str, timeout: tuple[float, float]) -> TransportError:

@@ -29,7 +29,7 @@ from worker.comfyui.job_request import JobRequest, PodClientSettings
 from worker.comfyui.observer import FallbackEvent, FallbackReason, JobEvents, JobFinished
 from worker.comfyui.progress import JobStatus, ProgressTracker
 from worker.comfyui.rest_client import ComfyUIRestClient
-from worker.comfyui.results import WorkflowResult, error_from_history, files_from_outputs, history_outcome
+from worker.comfyui.results import WorkflowResult, check_result_size, error_from_history, files_from_outputs, history_outcome
 from worker.comfyui.workflow import validate_workflow
 
 __all__ = ["PromptJob"]
@@ -207,6 +207,7 @@ class PromptJob:
         duration = self.clock.monotonic() - self.started
         self.log.info("comfyui prompt %s succeeded via %s in %.2f s", self.prompt_id, self.method, duration)
         self.events.flush()
+        check_result_size(outputs)  # stored whole in the result backend: bounded before it is built
         return WorkflowResult(
             prompt_id=self.prompt_id,
             status="success",

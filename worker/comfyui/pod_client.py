@@ -183,7 +183,8 @@ class ComfyUIPodClient:
         ws = ComfyUIWebSocketClient(
             self.server,
             client_id=job.client_id,
-            headers=self._headers,
+            # query auth: the token in the URL is the socket's only credential (README), no header
+            headers=self._headers if self._token is None else {k: v for k, v in self._headers.items() if k.lower() != "authorization"},
             token=self._token,
             token_param=self._token_param,
             settings=self.settings.websocket,

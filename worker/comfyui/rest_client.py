@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import io
 import logging
+import reprlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -66,17 +67,27 @@ class HealthReport:
     queue_remaining: int | None = None
 
 
+_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 4, 8, 8, 200, 80, 80
+
+
+def _brief(value: Any, limit: int = 200) -> str:
+    """A short excerpt of a decoded value, built in bounded time and memory (``str()`` of a
+    64 MB history would build all of it first), for an error's ``excerpt``."""
+    return _REPR.repr(value)[:limit]
+
+
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _queue_ids(items: Any, what: str) -> list[tuple[float, str]]:
+def _queue_ids(items: Any, what: str, redact: Callable[[str], str]) -> list[tuple[float, str]]:
     if not isinstance(items, list):
-        raise ProtocolError(f"/queue: {what} is not a list", excerpt=str(items)[:200])
+        raise ProtocolError(f"/queue: {what} is not a list", excerpt=redact(_brief(items)))
     out: list[tuple[float, str]] = []
     for item in items:
         if not (isinstance(item, list) and len(item) >= 2 and isinstance(item[1], str)):
-            raise ProtocolError(f"/queue: unexpected {what} item", excerpt=str(item)[:200])
+            raise ProtocolError(f"/queue: unexpected {what} item", excerpt=redact(_brief(item)))
         number = item[0] if isinstance(item[0], int | float) and not isinstance(item[0], bool) else 0.0
         out.append((float(number), item[1]))
     return out
@@ -134,7 +145,7 @@ class ComfyUIRestClient:
             raise
         data = self.http.decode(response)
         if not isinstance(data, dict):
-            raise ProtocolError("POST /prompt did not answer a JSON object", excerpt=str(data)[:200])
+            raise ProtocolError("POST /prompt did not answer a JSON object", excerpt=self.http.redact(_brief(data, 200)))
         if response.status_code == 400:
             error = _dict(data.get("error"))
             node_errors = _dict(data.get("node_errors"))
@@ -144,7 +155,8 @@ class ComfyUIRestClient:
             raise WorkflowValidationError(message, error_type=str(error.get("type") or "invalid_prompt"), node_errors=node_errors)
         if data.get("prompt_id") != prompt_id:
             raise ProtocolError(
-                "the server did not keep our prompt_id (ComfyUI older than 0.3.45?)", excerpt=str(data.get("prompt_id"))[:80]
+                "the server did not keep our prompt_id (ComfyUI older than 0.3.45?)",
+                excerpt=self.http.redact(_brief(data.get("prompt_id"), 80)),
             )
         node_errors = _dict(data.get("node_errors"))
         if node_errors:
@@ -161,20 +173,20 @@ class ComfyUIRestClient:
         """The history entry, or None while queued/running/unknown (the server answers ``{}``)."""
         data = self.http.get_json(f"/history/{quote(prompt_id, safe='')}", cancel=cancel)  # an id is one path segment
         if not isinstance(data, dict):
-            raise ProtocolError("GET /history did not answer a JSON object", excerpt=str(data)[:200])
+            raise ProtocolError("GET /history did not answer a JSON object", excerpt=self.http.redact(_brief(data, 200)))
         entry = data.get(prompt_id)
         if entry is None:
             return None
         if not isinstance(entry, dict):
-            raise ProtocolError("GET /history: the entry is not an object", excerpt=str(entry)[:200])
+            raise ProtocolError("GET /history: the entry is not an object", excerpt=self.http.redact(_brief(entry, 200)))
         return entry
 
     def get_queue(self, *, cancel: threading.Event | None = None) -> QueueSnapshot:
         data = self.http.get_json("/queue", cancel=cancel)
         if not isinstance(data, dict):
-            raise ProtocolError("GET /queue did not answer a JSON object", excerpt=str(data)[:200])
-        running = [pid for _, pid in _queue_ids(data.get("queue_running", []), "queue_running")]
-        pending = [pid for _, pid in sorted(_queue_ids(data.get("queue_pending", []), "queue_pending"))]
+            raise ProtocolError("GET /queue did not answer a JSON object", excerpt=self.http.redact(_brief(data, 200)))
+        running = [pid for _, pid in _queue_ids(data.get("queue_running", []), "queue_running", self.http.redact)]
+        pending = [pid for _, pid in sorted(_queue_ids(data.get("queue_pending", []), "queue_pending", self.http.redact))]
         return QueueSnapshot(running, pending)
 
     def queue_remaining(self, *, quick: bool = False) -> int:
@@ -187,7 +199,7 @@ class ComfyUIRestClient:
         try:
             return int(data["exec_info"]["queue_remaining"])
         except (KeyError, TypeError, ValueError):
-            raise ProtocolError("GET /prompt: no exec_info.queue_remaining", excerpt=str(data)[:200]) from None
+            raise ProtocolError("GET /prompt: no exec_info.queue_remaining", excerpt=self.http.redact(_brief(data, 200))) from None
 
     def interrupt(self, prompt_id: str | None = None) -> None:
         """Interrupt ``prompt_id`` if it is the one running (ComfyUI >= 0.3.57), or whatever runs."""
@@ -222,19 +234,19 @@ class ComfyUIRestClient:
         data = {"type": file_type, "subfolder": subfolder, "overwrite": "true" if overwrite else "false"}
         result = self.http.decode(self.http.request("POST", "/upload/image", files=files, data=data, idempotent=False))
         if not isinstance(result, dict) or not isinstance(result.get("name"), str):
-            raise ProtocolError("POST /upload/image: no name in the answer", excerpt=str(result)[:200])
+            raise ProtocolError("POST /upload/image: no name in the answer", excerpt=self.http.redact(_brief(result, 200)))
         return result
 
     def system_stats(self) -> dict[str, Any]:
         data = self.http.get_json("/system_stats")
         if not isinstance(data, dict):
-            raise ProtocolError("GET /system_stats did not answer a JSON object", excerpt=str(data)[:200])
+            raise ProtocolError("GET /system_stats did not answer a JSON object", excerpt=self.http.redact(_brief(data, 200)))
         return data
 
     def object_info(self, node_class: str | None = None) -> dict[str, Any]:
         data = self.http.get_json("/object_info" if node_class is None else f"/object_info/{quote(node_class, safe='')}")
         if not isinstance(data, dict):
-            raise ProtocolError("GET /object_info did not answer a JSON object", excerpt=str(data)[:200])
+            raise ProtocolError("GET /object_info did not answer a JSON object", excerpt=self.http.redact(_brief(data, 200)))
         return data
 
     def health_check(self) -> HealthReport:

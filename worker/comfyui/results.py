@@ -14,9 +14,23 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from worker.comfyui import protocol as p
-from worker.comfyui.errors import ComfyUIError, ExecutionError, PromptInterruptedError
+from worker.comfyui.errors import ComfyUIError, ExecutionError, PromptInterruptedError, ResultTooLargeError
 
-__all__ = ["OutputFile", "WorkflowResult", "error_from_history", "files_from_outputs", "history_outcome"]
+__all__ = [
+    "MAX_OUTPUT_FILES",
+    "MAX_RESULT_BYTES",
+    "OutputFile",
+    "WorkflowResult",
+    "check_result_size",
+    "error_from_history",
+    "files_from_outputs",
+    "history_outcome",
+]
+
+#: output files and texts of one prompt; a history entry with 10**6 of them took 2.2 GB
+MAX_OUTPUT_FILES = 10_000
+#: the encoded result (it is stored whole in ``celery-task-meta-<id>``; 217 MB was seen)
+MAX_RESULT_BYTES = 8 * 1024 * 1024
 
 Kind = Literal["image", "video", "audio", "text", "latent", "file"]
 _VIDEO_EXT = {".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif"}
@@ -87,6 +101,10 @@ def files_from_outputs(outputs: Mapping[str, Any]) -> list[OutputFile]:
             if not isinstance(items, list) or key == "animated":
                 continue
             for item in items:
+                if len(files) >= MAX_OUTPUT_FILES:
+                    raise ResultTooLargeError(
+                        f"the prompt has more than {MAX_OUTPUT_FILES} outputs", limit=MAX_OUTPUT_FILES, what="output files"
+                    )
                 if key == "text" and isinstance(item, str):
                     files.append(OutputFile(str(node_id), "text", text=item))
                 elif isinstance(item, Mapping) and isinstance(item.get("filename"), str):
@@ -130,3 +148,16 @@ def error_from_history(prompt_id: str, entry: Mapping[str, Any]) -> ComfyUIError
         if isinstance(event, p.ExecutionInterruptedData):
             return PromptInterruptedError.from_event(event)
     return ExecutionError(f"prompt {prompt_id} ended with status 'error' and no error details", prompt_id=prompt_id)
+
+
+def check_result_size(result: Mapping[str, Any]) -> int:
+    """The encoded size of a result, or :class:`ResultTooLargeError` past :data:`MAX_RESULT_BYTES`."""
+    try:
+        size = len(json.dumps(result, default=str))
+    except (ValueError, RecursionError):  # outputs nested past the decoder's own bound cannot be stored either
+        raise ResultTooLargeError("the prompt's outputs cannot be encoded as JSON", what="result") from None
+    if size > MAX_RESULT_BYTES:
+        raise ResultTooLargeError(
+            f"the result is {size} bytes as JSON, more than the {MAX_RESULT_BYTES} allowed", limit=MAX_RESULT_BYTES, what="result"
+        )
+    return size

@@ -34,6 +34,7 @@ from worker.comfyui.errors import (
 )
 from worker.comfyui.follower import PromptCompletion
 from worker.comfyui.progress import JobProgressState, ProgressTracker
+from worker.comfyui.redact import Redactor
 from worker.comfyui.urls import ServerURL
 from worker.comfyui.websocket_dispatch import Dispatcher, Unsubscribe
 from worker.comfyui.websocket_socket import default_ws_factory, dial, greet, release
@@ -246,6 +247,7 @@ class ComfyUIWebSocketClient:
                 max_frame_bytes=self.settings.max_frame_bytes,
                 read_slice=self.settings.read_slice,
                 server_url=self.server_url,
+                redact=Redactor.from_headers(dict(h.split(": ", 1) for h in self._headers if ": " in h), self._token),
             )
         except BaseException:
             release(ws, self.settings.read_slice, self._log)

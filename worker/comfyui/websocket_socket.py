@@ -14,17 +14,18 @@ import websocket
 
 from worker.comfyui import protocol as p
 from worker.comfyui.clock import Deadline
-from worker.comfyui.errors import ConnectionFailedError, ProtocolError, TransportTimeoutError
+from worker.comfyui.errors import ConnectionFailedError, ProtocolError, ResponseTooLargeError, TransportTimeoutError
+from worker.comfyui.redact import Redactor
 from worker.comfyui.websocket_types import WebSocketFactory, WebSocketLike
+from worker.comfyui.ws_frames import FrameTooLargeError, capped_connection, install_frame_cap
 
 __all__ = ["default_ws_factory", "dial", "greet", "release"]
 
 
 def default_ws_factory(url: str, timeout: float, headers: list[str]) -> WebSocketLike:
-    """websocket-client, without an Origin header (a mismatching one gets a 403, protocol §2.4)."""
-    ws: WebSocketLike = websocket.create_connection(
-        url, timeout=timeout, header=headers, suppress_origin=True, enable_multithread=True, skip_utf8_validation=True
-    )
+    """websocket-client, without an Origin header (a mismatching one gets a 403, protocol §2.4),
+    never following a redirect, frames capped while read (:mod:`worker.comfyui.ws_frames`)."""
+    ws: WebSocketLike = capped_connection(url, timeout, headers, max_frame_bytes=p.MAX_FRAME_BYTES)
     return ws
 
 
@@ -49,10 +50,21 @@ def dial(factory: WebSocketFactory, url: str, timeout: float, headers: list[str]
 
 
 def greet(
-    ws: WebSocketLike, deadline: Deadline, *, send_feature_flags: bool, max_frame_bytes: int, read_slice: float, server_url: str
+    ws: WebSocketLike,
+    deadline: Deadline,
+    *,
+    send_feature_flags: bool,
+    max_frame_bytes: int,
+    read_slice: float,
+    server_url: str,
+    redact: Redactor | None = None,
 ) -> p.StatusData:
     """Send our feature flags, then wait for ``status``: ComfyUI greets every socket with it (and
-    its ``sid``), the proof we reached ComfyUI. Leaves the socket reading in ``read_slice`` steps."""
+    its ``sid``), the proof we reached ComfyUI. Leaves the socket reading in ``read_slice`` steps.
+
+    First, a websocket-client socket gets this client's frame cap, enforced while frames are read."""
+    if isinstance(ws, websocket.WebSocket):
+        install_frame_cap(ws, max_frame_bytes)
     if send_feature_flags:
         ws.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
     ws.settimeout(max(0.001, deadline.remaining() or 0.001))
@@ -62,6 +74,8 @@ def greet(
         raise TransportTimeoutError(
             "no status message after the WebSocket handshake", phase="handshake", seconds=deadline.seconds
         ) from None
+    except FrameTooLargeError as exc:
+        raise ResponseTooLargeError(f"the server's first WebSocket frame: {exc}", limit=exc.limit, what="websocket frame") from None
     except (OSError, websocket.WebSocketException) as exc:
         raise ConnectionFailedError(f"WebSocket closed during the handshake: {exc}", url=server_url) from None
     if opcode != websocket.ABNF.OPCODE_TEXT:
@@ -70,7 +84,7 @@ def greet(
     if not isinstance(message, p.StatusData):
         raise ProtocolError(
             "the server's first WebSocket message is not 'status': not a ComfyUI server?",
-            excerpt=bytes(data[:200]).decode("utf-8", "replace"),
+            excerpt=(redact or Redactor()).excerpt(bytes(data)),  # a server may echo the token of the URL
         )
     ws.settimeout(read_slice)
     return message

@@ -11,6 +11,7 @@ changing a seed invalidates the sampler and everything downstream, but not the l
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,24 +30,33 @@ def _links(node: Mapping[str, Any]) -> list[tuple[str, str, int]]:
 
 
 def cache_keys(prompt: Mapping[str, Any]) -> dict[str, str]:
-    """A signature per node id (recursive over links)."""
+    """A signature per node id: its class, its inputs, and its sources' signatures.
+
+    Iterative, and each signature a fixed-length digest: nesting the sources' JSON text made a
+    signature twice as long per link (each level escapes the quotes of the one before), so a
+    50-node chain never finished, and recursion failed on a chain deeper than the stack."""
     keys: dict[str, str] = {}
-
-    def key(node_id: str) -> str:
-        if node_id in keys:
-            return keys[node_id]
-        node = prompt[node_id]
-        parts: dict[str, Any] = {}
-        for name, value in sorted(node.get("inputs", {}).items()):
-            if isinstance(value, list) and len(value) == 2:
-                parts[name] = ["link", key(str(value[0])), value[1]]
-            else:
-                parts[name] = value
-        keys[node_id] = json.dumps([node["class_type"], parts], sort_keys=True, default=str)
-        return keys[node_id]
-
-    for node_id in prompt:
-        key(node_id)
+    for root in prompt:
+        stack = [root]
+        while stack:
+            node_id = stack[-1]
+            if node_id in keys:
+                stack.pop()
+                continue
+            node = prompt[node_id]
+            inputs = sorted(node.get("inputs", {}).items())
+            missing = [str(v[0]) for _, v in inputs if isinstance(v, list) and len(v) == 2 and str(v[0]) not in keys]
+            missing = [m for m in missing if m in prompt and m not in stack]  # a cycle is left to validation
+            if missing:
+                stack.extend(missing)
+                continue
+            parts = {
+                name: ["link", keys.get(str(value[0]), str(value[0])), value[1]] if isinstance(value, list) and len(value) == 2 else value
+                for name, value in inputs
+            }
+            text = json.dumps([node["class_type"], parts], sort_keys=True, default=str)
+            keys[node_id] = hashlib.sha256(text.encode()).hexdigest()
+            stack.pop()
     return keys
 
 

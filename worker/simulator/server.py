@@ -249,8 +249,9 @@ class SimulatorApp:
         self.socket_meta[sid] = {"feature_flags": {}}
         self.all_sockets.add(ws)
         try:
-            await self._write(ws, "text", encode_text(StatusData(self.engine.queue_remaining(), sid)))
-            if self.engine.running_client_id == sid and self.engine.last_node_id is not None:
+            if not self.faults.silent:  # a silent peer sends nothing at all, the greeting included
+                await self._write(ws, "text", encode_text(StatusData(self.engine.queue_remaining(), sid)))
+            if self.engine.running_client_id == sid and self.engine.last_node_id is not None and not self.faults.silent:
                 await self._write(ws, "text", encode_text(ExecutingData(self.engine.last_node_id)))
             first = True
             async for msg in ws:
