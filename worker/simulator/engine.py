@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import random
-import string
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +34,11 @@ from worker.comfyui.protocol import (
     encode_preview_with_metadata,
     encode_progress_text,
 )
+from worker.simulator.files import FileStore
 from worker.simulator.graph import ExecutionOrder, cache_keys
-from worker.simulator.media import solid_gif, solid_jpeg, solid_png
-from worker.simulator.nodes import NODE_CLASSES, NodeContext, NodeFailure, NodeOutcome, SimImage
-from worker.simulator.uploads import input_path, read_image_file
+from worker.simulator.media import solid_jpeg
+from worker.simulator.nodes import NODE_CLASSES, NodeFailure, NodeOutcome
+from worker.simulator.prompt_records import QueueItem, history_entry, node_error, now_ms
 
 __all__ = ["Emitter", "Engine", "SimulatorTiming"]
 
@@ -82,81 +80,13 @@ class _Restarted(Exception):
     """The simulated server restarted under a running prompt: it stops without a word."""
 
 
-@dataclass
-class QueueItem:
-    number: float
-    prompt_id: str
-    prompt: dict[str, Any]
-    extra_data: dict[str, Any]
-    outputs: list[str]
-
-    def as_list(self) -> list[Any]:
-        return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-class _Files(NodeContext):
-    """Output/temp/input folders and ComfyUI-style file names."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        for kind in ("output", "temp", "input"):
-            (root / kind).mkdir(parents=True, exist_ok=True)
-        self._counters: dict[str, int] = {}
-
-    def _next(self, prefix: str) -> int:
-        self._counters[prefix] = self._counters.get(prefix, 0) + 1
-        return self._counters[prefix]
-
-    def save_image(self, image: SimImage, prefix: str, kind: str) -> list[dict[str, Any]]:
-        if kind == "temp":
-            prefix = "ComfyUI_temp_" + "".join(random.choice(string.ascii_lowercase) for _ in range(5))
-        files = []
-        for _ in range(max(1, image.batch)):
-            name = f"{prefix}_{self._next(prefix):05}_.png"
-            (self.root / kind / name).write_bytes(solid_png(image.width, image.height, image.rgb))
-            files.append({"filename": name, "subfolder": "", "type": kind})
-        return files
-
-    def save_video(self, image: SimImage, prefix: str, frame_rate: float) -> dict[str, Any]:
-        counter = self._next(prefix)
-        name = f"{prefix}_{counter:05}.gif"
-        (self.root / "output" / name).write_bytes(solid_gif(min(image.width, 64), min(image.height, 64), frames=max(2, image.batch)))
-        return {
-            "filename": name,
-            "subfolder": "",
-            "type": "output",
-            "format": "image/gif",
-            "frame_rate": frame_rate,
-            "workflow": f"{prefix}_{counter:05}.png",
-            "fullpath": str(self.root / "output" / name),
-        }
-
-    def load_image(self, name: str) -> SimImage | None:
-        path = input_path(self.root, name)
-        found = read_image_file(path) if path is not None else None
-        return SimImage(found[0], found[1], 1, found[2]) if found else None
-
-    def input_files(self) -> frozenset[str]:
-        base = self.root / "input"
-        return frozenset(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
-
-    def reset_temp(self) -> None:
-        for path in (self.root / "temp").glob("*"):
-            if path.is_file():
-                path.unlink()
-
-
 class Engine:
     """Queue, history, cache and the single worker task."""
 
     def __init__(self, emitter: Emitter, root: Path, timing: SimulatorTiming) -> None:
         self.emitter = emitter
         self.timing = timing
-        self.files = _Files(root)
+        self.files = FileStore(root)
         self._heap: list[tuple[float, int, QueueItem]] = []
         self._tiebreak = itertools.count()
         self._counter = 0
@@ -292,7 +222,7 @@ class Engine:
         ) -> None:
             messages.append([message.TYPE, message.to_wire()])
 
-        start = ExecutionStartData(prompt_id, _now_ms())
+        start = ExecutionStartData(prompt_id, now_ms())
         record(start)
         emit(start)
         keys = cache_keys(prompt)
@@ -300,7 +230,7 @@ class Engine:
         wanted = set(keys.values())
         self._cache = {k: v for k, v in self._cache.items() if k in wanted}
         cached = [n for n in prompt if keys[n] in self._cache]
-        cached_msg = ExecutionCachedData(tuple(cached), prompt_id, _now_ms())
+        cached_msg = ExecutionCachedData(tuple(cached), prompt_id, now_ms())
         record(cached_msg)
         emit(cached_msg)
 
@@ -347,21 +277,10 @@ class Engine:
                 )
                 outcome: NodeOutcome = cls.run(inputs, self.files)
             except _Interrupted:
-                failure = ExecutionInterruptedData(prompt_id, node_id, cls.class_type, tuple(executed), _now_ms())
+                failure = ExecutionInterruptedData(prompt_id, node_id, cls.class_type, tuple(executed), now_ms())
                 break
             except NodeFailure as exc:
-                failure = ExecutionErrorData(
-                    prompt_id=prompt_id,
-                    node_id=node_id,
-                    node_type=cls.class_type,
-                    exception_message=f"{exc}\n",
-                    exception_type=exc.exception_type,
-                    executed=tuple(executed),
-                    traceback=(f'  File "<simulator>/nodes.py", in {cls.class_type}\n    raise {exc.exception_type}({str(exc)!r})\n',),
-                    current_inputs={k: [v if isinstance(v, int | float | str | bool) or v is None else str(v)] for k, v in inputs.items()},
-                    current_outputs=tuple(prompt),
-                    timestamp=_now_ms(),
-                )
+                failure = node_error(item, node_id=node_id, class_type=cls.class_type, exc=exc, executed=executed, inputs=inputs)
                 break
             if outcome.text is not None:
                 self.emitter.send_binary(encode_progress_text(node_id, outcome.text), None)
@@ -376,7 +295,7 @@ class Engine:
             order.done(node_id)
 
         if failure is None:
-            success = ExecutionSuccessData(prompt_id, _now_ms())
+            success = ExecutionSuccessData(prompt_id, now_ms())
             record(success)
             emit(success)
         else:
@@ -388,12 +307,7 @@ class Engine:
             return
         if len(self.history) > self.max_history:
             self.history.pop(next(iter(self.history)))
-        self.history[prompt_id] = {
-            "prompt": item.as_list(),
-            "outputs": outputs_ui,
-            "status": {"status_str": "success" if failure is None else "error", "completed": failure is None, "messages": messages},
-            "meta": {n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n} for n in outputs_ui},
-        }
+        self.history[prompt_id] = history_entry(item, outputs_ui, messages, failed=failure is not None)
         self.running = None
         self.last_node_id = None
         self.broadcast_status()
