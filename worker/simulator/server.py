@@ -11,72 +11,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
-import os
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
 from worker.comfyui.protocol import ExecutingData, FeatureFlagsData, KnownMessage, StatusData, encode_text
 from worker.simulator.engine import Engine, SimulatorTiming
 from worker.simulator.faults import Faults
-from worker.simulator.jobs import job_view
-from worker.simulator.nodes import NODE_CLASSES
-from worker.simulator.validation import PromptRejected, validate_prompt
+from worker.simulator.origin import origin_mismatch
+from worker.simulator.routes_files import FileRoutes
+from worker.simulator.routes_info import SERVER_FEATURES, InfoRoutes
+from worker.simulator.routes_queue import QueueRoutes
 
 __all__ = ["SimulatorApp"]
 
 log = logging.getLogger(__name__)
 
-SERVER_FEATURES: dict[str, Any] = {
-    "supports_preview_metadata": True,
-    "max_upload_size": 104857600,
-    "extension": {"manager": {"supports_v4": True}},
-}
-
 _Frame = tuple[str, str | bytes, str | None, str | None]  # kind, payload, event name, target client
 
 
-def _is_loopback(hostname: str | None) -> bool:
-    if not hostname:
-        return False
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
-
-
-def _origin_mismatch(host: str | None, origin: str | None) -> bool:
-    """ComfyUI's Host/Origin check (protocol §2.4): only for loopback hosts; a port missing on
-    either side is dropped from the other before comparing."""
-    if host is None or origin is None:
-        return False
-    parsed_origin = urlsplit(origin)
-    parsed_host = urlsplit("//" + host.lower())
-    if not _is_loopback(parsed_host.hostname):
-        return False
-    host_part: str | None = host.lower()
-    origin_part: str | None = parsed_origin.netloc.lower()
-    if parsed_origin.port is None:
-        host_part = parsed_host.hostname
-    if parsed_host.port is None:
-        origin_part = parsed_origin.hostname
-    if not host_part or not origin_part:
-        return False
-    return host_part != origin_part
-
-
-class SimulatorApp:
-    """The aiohttp application with its engine, sockets and faults."""
+class SimulatorApp(QueueRoutes, FileRoutes, InfoRoutes):
+    """The aiohttp application with its engine, sockets and faults; the REST routes come from
+    the mixins (``routes_queue``, ``routes_files``, ``routes_info``)."""
 
     def __init__(self, root: Path, timing: SimulatorTiming | None = None, faults: Faults | None = None) -> None:
         self.root = root
@@ -221,7 +182,7 @@ class SimulatorApp:
         path = canonical[4:] if canonical.startswith("/api/") else canonical
         if not path.startswith("/_sim"):
             self.requests[f"{request.method} {path}"] += 1
-            if _origin_mismatch(request.headers.get("Host"), request.headers.get("Origin")):
+            if origin_mismatch(request.headers.get("Host"), request.headers.get("Origin")):
                 return web.Response(status=403)
             fault = self.faults.take_route_fault(request.method, path)
             if fault is not None:
@@ -278,234 +239,7 @@ class SimulatorApp:
             self.all_sockets.discard(ws)
         return ws
 
-    # ---------------------------------------------------------------- REST
-
-    @staticmethod
-    async def _json_body(request: web.Request) -> Any:
-        text = await request.text()
-        return json.loads(text)
-
-    async def post_prompt(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await self._json_body(request)
-        except ValueError:
-            return web.Response(status=500, text="500 Internal Server Error\n\nServer got itself in trouble")
-        if not isinstance(body, dict):
-            return web.Response(status=500, text="500 Internal Server Error\n\nServer got itself in trouble")
-        try:
-            validated = validate_prompt(body, self.engine.files.input_files())
-        except PromptRejected as rejected:
-            return web.json_response(rejected.body, status=400)
-        prompt_id = str(body["prompt_id"]) if "prompt_id" in body else str(uuid.uuid4())
-        extra = dict(body.get("extra_data") or {})
-        if "client_id" in body:
-            extra["client_id"] = body["client_id"]
-        extra["create_time"] = int(time.time() * 1000)
-        raw_number = body.get("number")
-        number = float(raw_number) if isinstance(raw_number, int | float) else None
-        queued = self.engine.submit(
-            prompt_id=prompt_id,
-            prompt=body["prompt"],
-            extra_data=extra,
-            outputs=validated.outputs,
-            number=number,
-            front=bool(body.get("front")),
-        )
-        if self.faults.prompt_reply_delay:
-            await asyncio.sleep(self.faults.prompt_reply_delay)
-        return web.json_response({"prompt_id": prompt_id, "number": queued, "node_errors": validated.node_errors})
-
-    async def get_prompt(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"exec_info": {"queue_remaining": self.engine.queue_remaining()}})
-
-    async def get_queue(self, request: web.Request) -> web.StreamResponse:
-        running = [self.engine.running.as_list()] if self.engine.running else []
-        return web.json_response({"queue_running": running, "queue_pending": [i.as_list() for i in self.engine.pending()]})
-
-    async def post_queue(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await self._json_body(request)
-        except ValueError:
-            return web.Response(status=500, text="500 Internal Server Error")
-        if not isinstance(body, dict):
-            return web.Response(status=500, text="500 Internal Server Error")
-        if body.get("clear"):
-            self.engine.clear_pending()
-        if isinstance(body.get("delete"), list):
-            self.engine.delete_pending([str(i) for i in body["delete"]])
-        return web.Response(status=200)
-
-    async def post_interrupt(self, request: web.Request) -> web.StreamResponse:
-        text = await request.text()
-        prompt_id: str | None = None
-        if text:
-            try:
-                body = json.loads(text)
-            except ValueError:
-                body = {}
-            if body is None:
-                return web.Response(status=500, text="500 Internal Server Error")
-            if isinstance(body, dict) and body.get("prompt_id") is not None:
-                prompt_id = str(body["prompt_id"])
-        self.engine.interrupt(prompt_id)
-        return web.Response(status=200)
-
-    async def get_history(self, request: web.Request) -> web.StreamResponse:
-        items = list(self.engine.history.items())
-        offset = int(request.query.get("offset", 0) or 0)
-        max_items = request.query.get("max_items")
-        if offset:
-            items = items[offset:]
-            if max_items is not None:
-                items = items[: int(max_items)]
-        elif max_items is not None:
-            items = items[-int(max_items) :] if int(max_items) > 0 else []
-        return web.json_response(dict(items))
-
-    async def get_history_one(self, request: web.Request) -> web.StreamResponse:
-        prompt_id = request.match_info["prompt_id"]
-        entry = self.engine.history.get(prompt_id)
-        return web.json_response({prompt_id: entry} if entry is not None else {})
-
-    async def post_history(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await self._json_body(request)
-        except ValueError:
-            return web.Response(status=500, text="500 Internal Server Error")
-        if isinstance(body, dict):
-            if body.get("clear"):
-                self.engine.history.clear()
-            for prompt_id in body.get("delete", []) or []:
-                self.engine.history.pop(str(prompt_id), None)
-        return web.Response(status=200)
-
-    async def get_view(self, request: web.Request) -> web.StreamResponse:
-        filename = request.query.get("filename")
-        if not filename:
-            return web.Response(status=404)
-        kind = request.query.get("type", "output")
-        for suffix in ("output", "input", "temp"):
-            if filename.endswith(f" [{suffix}]"):
-                filename, kind = filename[: -len(suffix) - 3], suffix
-        if filename.startswith("/") or ".." in filename or kind not in ("output", "input", "temp"):
-            return web.Response(status=400)
-        base = (self.root / kind).resolve()
-        folder = (base / request.query.get("subfolder", "")).resolve()
-        if os.path.commonpath([base, folder]) != str(base):
-            return web.Response(status=403)
-        path = folder / os.path.basename(filename)
-        if not path.is_file():
-            return web.Response(status=404)
-        content_type = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".mp4": "video/mp4"}.get(
-            path.suffix, "application/octet-stream"
-        )
-        # streamed from disk, as ComfyUI does (web.FileResponse): a large video never sits in memory
-        return web.FileResponse(path, headers={"Content-Type": content_type, "Content-Disposition": f'filename="{path.name}"'})
-
-    async def upload_image(self, request: web.Request) -> web.StreamResponse:
-        form = await request.post()
-        image = form.get("image")
-        if image is None or not isinstance(image, web.FileField):
-            return web.Response(status=400)
-        kind = str(form.get("type", "input") or "input")
-        if kind not in ("input", "temp", "output"):
-            return web.Response(status=500, text="500 Internal Server Error")
-        subfolder = str(form.get("subfolder", "") or "")
-        base = (self.root / kind).resolve()
-        folder = (base / subfolder).resolve()
-        if os.path.commonpath([base, folder]) != str(base):
-            return web.Response(status=400)
-        folder.mkdir(parents=True, exist_ok=True)
-        content = image.file.read()
-        name = os.path.basename(image.filename or "upload.png")
-        overwrite = str(form.get("overwrite", "")).lower() in ("true", "1")
-        stem, ext = os.path.splitext(name)
-        candidate, index = name, 1
-        while not overwrite and (folder / candidate).exists():
-            if (folder / candidate).read_bytes() == content:
-                break
-            candidate = f"{stem} ({index}){ext}"
-            index += 1
-        (folder / candidate).write_bytes(content)
-        return web.json_response({"name": candidate, "subfolder": subfolder, "type": kind})
-
-    async def system_stats(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(
-            {
-                "system": {
-                    "os": "linux",
-                    "ram_total": 25276510208,
-                    "ram_free": 24092356608,
-                    "comfyui_version": "0.8.0",
-                    "required_frontend_version": "1.35.9",
-                    "installed_templates_version": "0.7.67",
-                    "required_templates_version": "0.7.67",
-                    "python_version": "simulated",
-                    "pytorch_version": "simulated",
-                    "embedded_python": False,
-                    "argv": ["comfy-celery-simulator"],
-                },
-                "devices": [
-                    {
-                        "name": "cpu",
-                        "type": "cpu",
-                        "index": None,
-                        "vram_total": 0,
-                        "vram_free": 0,
-                        "torch_vram_total": 0,
-                        "torch_vram_free": 0,
-                    }
-                ],
-            }
-        )
-
-    async def object_info(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({name: cls.object_info() for name, cls in NODE_CLASSES.items()})
-
-    async def object_info_one(self, request: web.Request) -> web.StreamResponse:
-        cls = NODE_CLASSES.get(request.match_info["node_class"])
-        return web.json_response({cls.class_type: cls.object_info()} if cls else {})
-
-    async def features(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(SERVER_FEATURES)
-
-    async def free(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await request.json()
-        except ValueError:
-            body = {}
-        self.engine.free(free_memory=isinstance(body, dict) and body.get("free_memory") is True)
-        return web.Response(status=200)
-
-    async def get_jobs(self, request: web.Request) -> web.StreamResponse:
-        ids = [i.prompt_id for i in ([self.engine.running] if self.engine.running else []) + self.engine.pending()] + list(
-            self.engine.history
-        )
-        jobs = [j for j in (job_view(self.engine, i, False) for i in ids) if j is not None]
-        wanted = request.query.get("status")
-        if wanted:
-            allowed = set(wanted.split(","))
-            if not allowed <= {"pending", "in_progress", "completed", "failed"}:
-                return web.json_response({"error": f"Invalid status: {wanted}"}, status=400)
-            jobs = [j for j in jobs if j["status"] in allowed]
-        jobs.sort(key=lambda j: j.get("create_time") or 0, reverse=request.query.get("sort_order", "desc") == "desc")
-        try:
-            offset = int(request.query.get("offset", 0))
-            limit = int(request.query["limit"]) if "limit" in request.query else None
-        except ValueError:
-            return web.json_response({"error": "offset and limit must be integers"}, status=400)
-        page = jobs[offset : offset + limit if limit is not None else None]
-        return web.json_response(
-            {"jobs": page, "pagination": {"offset": offset, "limit": limit, "total": len(jobs), "has_more": offset + len(page) < len(jobs)}}
-        )
-
-    async def get_job(self, request: web.Request) -> web.StreamResponse:
-        job = job_view(self.engine, request.match_info["job_id"], True)
-        if job is None:
-            return web.json_response({"error": "Job not found"}, status=404)
-        return web.json_response(job)
-
-    # ---------------------------------------------------------------- control
+    # ---------------------------------------------------------------- control (REST: the mixins)
 
     async def sim_stats(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(
