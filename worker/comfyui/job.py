@@ -24,6 +24,7 @@ from worker.comfyui.errors import (
     JobTimeoutError,
     PromptNotFoundError,
     TransportError,
+    TransportTimeoutError,
 )
 from worker.comfyui.job_request import JobRequest, PodClientSettings
 from worker.comfyui.observer import FallbackEvent, FallbackReason, JobEvents, JobFinished
@@ -248,13 +249,21 @@ class PromptJob:
         """Best effort: delete a queued prompt, interrupt a running one (by its id only)."""
         if not self.submitted:
             return
+        budget = Deadline(self.clock, self.settings.abort_timeout * 2)
+
+        def limit() -> tuple[float, float]:
+            left = budget.cap(self.settings.abort_timeout)
+            if left <= 0:
+                raise TransportTimeoutError(f"clean-up took over {budget.seconds:g} s", phase="request", seconds=budget.seconds)
+            return (min(left, self.settings.http.connect_timeout), left)
+
         try:
-            snapshot = self.rest.get_queue()
+            snapshot = self.rest.get_queue(timeout=limit())
             if self.prompt_id in snapshot.pending:
-                self.rest.delete_queued([self.prompt_id])
-                snapshot = self.rest.get_queue()
+                self.rest.delete_queued([self.prompt_id], timeout=limit())
+                snapshot = self.rest.get_queue(timeout=limit())
             if self.prompt_id in snapshot.running:
-                self.rest.interrupt(self.prompt_id)
+                self.rest.interrupt(self.prompt_id, timeout=limit())
             self.log.info("comfyui prompt %s %s: removed from the pod", self.prompt_id, why)
         except ComfyUIError as exc:  # HTTPStatusError included
             self.log.warning("comfyui prompt %s %s, but it could not be removed from the pod: %s", self.prompt_id, why, exc)

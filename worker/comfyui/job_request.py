@@ -63,3 +63,7 @@ class PodClientSettings:
     #: consecutive failed polls (5xx, transport) tolerated before the job fails
     max_poll_failures: int = 5
     health_timeout: float = 5.0
+    #: the clean-up after a cancel or a deadline (look at /queue, delete or interrupt): each call
+    #: gets one attempt within this, and all of them together twice this, so a hung pod cannot
+    #: hold a cancelled job past the hard time limit
+    abort_timeout: float = 2.0

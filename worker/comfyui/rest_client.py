@@ -1,7 +1,8 @@
 """The ComfyUI REST API (protocol §8) as typed methods.
 
-``POST /prompt`` is never retried blindly: after a transport failure the prompt id (always
-ours) is looked up in ``/queue`` and ``/history`` first, so a prompt is never submitted twice.
+``POST /prompt`` is never retried blindly: after a transport failure or a 5xx the prompt id
+(always ours) is looked up in ``/queue`` and ``/history`` first, so a prompt is never submitted
+twice.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from worker.comfyui.clock import Clock, SystemClock
 from worker.comfyui.errors import (
     ComfyUIError,
     ProtocolError,
-    TransportError,
     WorkflowValidationError,
+    is_transient,
 )
 from worker.comfyui.http_transport import HTTPSettings, HTTPTransport
 from worker.comfyui.urls import ServerURL
@@ -138,8 +139,8 @@ class ComfyUIRestClient:
             body["extra_data"] = dict(extra_data)
         try:
             response = self.http.request("POST", "/prompt", json_body=body, idempotent=False, accept=(200, 400), cancel=cancel)
-        except TransportError as exc:
-            if self._prompt_known(prompt_id, cancel):
+        except ComfyUIError as exc:  # HTTPStatusError included: a proxy's 502 may hide an accepted prompt
+            if is_transient(exc) and self._prompt_known(prompt_id, cancel):
                 self._log.warning("comfyui POST /prompt reply lost (%s), but prompt %s is on the server: not resubmitting", exc, prompt_id)
                 return SubmittedPrompt(prompt_id, 0.0, recovered=True)
             raise
@@ -181,8 +182,9 @@ class ComfyUIRestClient:
             raise ProtocolError("GET /history: the entry is not an object", excerpt=self.http.redact(_brief(entry, 200)))
         return entry
 
-    def get_queue(self, *, cancel: threading.Event | None = None) -> QueueSnapshot:
-        data = self.http.get_json("/queue", cancel=cancel)
+    def get_queue(self, *, cancel: threading.Event | None = None, timeout: tuple[float, float] | None = None) -> QueueSnapshot:
+        """The queue; with ``timeout``, one attempt within it (a clean-up after a cancel)."""
+        data = self.http.get_json("/queue", cancel=cancel, timeout=timeout, idempotent=False if timeout else None)
         if not isinstance(data, dict):
             raise ProtocolError("GET /queue did not answer a JSON object", excerpt=self.http.redact(_brief(data, 200)))
         running = [pid for _, pid in _queue_ids(data.get("queue_running", []), "queue_running", self.http.redact)]
@@ -201,13 +203,14 @@ class ComfyUIRestClient:
         except (KeyError, TypeError, ValueError):
             raise ProtocolError("GET /prompt: no exec_info.queue_remaining", excerpt=self.http.redact(_brief(data, 200))) from None
 
-    def interrupt(self, prompt_id: str | None = None) -> None:
-        """Interrupt ``prompt_id`` if it is the one running (ComfyUI >= 0.3.57), or whatever runs."""
+    def interrupt(self, prompt_id: str | None = None, *, timeout: tuple[float, float] | None = None) -> None:
+        """Interrupt ``prompt_id`` if it is the one running (ComfyUI >= 0.3.57), or whatever runs.
+        With ``timeout``: one attempt within it."""
         body = {"prompt_id": prompt_id} if prompt_id is not None else None
-        self.http.request("POST", "/interrupt", json_body=body, idempotent=True)
+        self.http.request("POST", "/interrupt", json_body=body, idempotent=timeout is None, timeout=timeout)
 
-    def delete_queued(self, prompt_ids: list[str]) -> None:
-        self.http.request("POST", "/queue", json_body={"delete": list(prompt_ids)}, idempotent=True)
+    def delete_queued(self, prompt_ids: list[str], *, timeout: tuple[float, float] | None = None) -> None:
+        self.http.request("POST", "/queue", json_body={"delete": list(prompt_ids)}, idempotent=timeout is None, timeout=timeout)
 
     # ------------------------------------------------------------------ files and info
 

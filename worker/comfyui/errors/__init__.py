@@ -36,7 +36,8 @@ Design rules:
   ``except TransportError`` is exactly the fallback condition.
 
 The classes live in one module per family (``base``, ``transport``, ``timeouts``,
-``rejections``, ``prompt``, ``outputs``); import them from here, the one public place. Each
+``rejections``, ``prompt``, ``outputs``; the retry rule :func:`is_transient` in ``transient``);
+import them from here, the one public place. Each
 class's ``__module__`` is this package, so Celery stores ``exc_module`` =
 ``worker.comfyui.errors`` and pickles name ``worker.comfyui.errors.<Class>``: results stored
 before the split, and backends that switch on that name, keep working.
@@ -49,6 +50,7 @@ from worker.comfyui.errors.outputs import OutputSaveError, ResultTooLargeError, 
 from worker.comfyui.errors.prompt import ExecutionError, JobCancelledError, PromptInterruptedError, PromptNotFoundError
 from worker.comfyui.errors.rejections import HTTPStatusError, WorkflowValidationError
 from worker.comfyui.errors.timeouts import ComfyUITimeoutError, JobTimeoutError, TimeoutPhase, TransportTimeoutError
+from worker.comfyui.errors.transient import TRANSIENT_STATUSES, is_transient
 from worker.comfyui.errors.transport import (
     ConnectionFailedError,
     ConnectionLostError,
@@ -76,10 +78,12 @@ __all__ = [
     "ResponseTooLargeError",
     "ResultTooLargeError",
     "StorageError",
+    "TRANSIENT_STATUSES",
     "TimeoutPhase",
     "TransportError",
     "TransportTimeoutError",
     "WorkflowValidationError",
+    "is_transient",
 ]
 
 #: Every concrete class, for tests and for documentation tables.
