@@ -32,7 +32,8 @@ def test_least_loaded_skips_unhealthy_pods_and_does_not_pile_up_sessions(tmp_pat
         sessions = [len(pool.client(p).rest.http._sessions) for p in pool.pods]
         assert max(sessions) <= len(pool.pods)  # one per pool thread, however many choices
         assert pool.find_prompt("busy") == pool.get("a")
-        assert pool.find_prompt("nowhere") is None
+        with pytest.raises(ConnectionFailedError, match="may be on pod dead"):
+            pool.find_prompt("nowhere")  # the dead pod could not say it has not got it
         pool.close()
 
 

@@ -97,21 +97,32 @@ class PodPool:
         return self.pods[min(healthy)[2]]
 
     def find_prompt(self, prompt_id: str) -> PodConfig | None:
-        """The pod that has this prompt (queued, running or in history), after a redelivery.
+        """The pod that has this prompt (queued, running or in history), after a redelivery;
+        None only when every pod answered that it has not.
 
-        All pods are asked at once: one slow or unreachable pod costs its own timeout, not the
-        sum of every pod's."""
+        A pod that cannot be asked may be running the prompt: submitting it elsewhere could run it
+        twice. So when no pod has it and one did not answer, the location is unknown and this
+        raises :class:`ConnectionFailedError` (a transport error: the task retries it with
+        backoff, and fails with ``connection`` once its retries are spent, never submitting
+        elsewhere meanwhile). All pods are asked at once: one slow or unreachable pod costs its
+        own timeout, not the sum of every pod's."""
 
-        def has_it(pod: PodConfig) -> bool:
+        def has_it(pod: PodConfig) -> bool | ComfyUIError:
             client = self.client(pod)
             try:
                 return client.rest.get_history(prompt_id) is not None or client.rest.get_queue().contains(prompt_id)
             except ComfyUIError as exc:  # HTTPStatusError included
                 self._log.warning("could not look for prompt %s on pod %s: %s", prompt_id, pod.name, exc)
-                return False
+                return exc
 
         found = self._on_every_pod(has_it)
-        return next((pod for pod, here in zip(self.pods, found, strict=True) if here), None)
+        pod = next((pod for pod, here in zip(self.pods, found, strict=True) if here is True), None)
+        unanswered = [p.name for p, here in zip(self.pods, found, strict=True) if isinstance(here, ComfyUIError)]
+        if pod is None and unanswered:
+            raise ConnectionFailedError(
+                f"prompt {prompt_id} may be on pod {', '.join(unanswered)}, which did not answer: not submitting it elsewhere"
+            )
+        return pod
 
     def _on_every_pod(self, call: Callable[[PodConfig], T]) -> list[T]:
         """``call`` for every pod in parallel, results in pod order."""
