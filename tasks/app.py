@@ -18,6 +18,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from config.settings import Settings, SettingsError
+from tasks.priority import NEW_JOB_PRIORITY
 from tasks.workflow import register
 
 __all__ = ["CELERY_DEFAULT_QUEUE", "app", "create_app", "settings_of"]
@@ -26,6 +27,9 @@ __all__ = ["CELERY_DEFAULT_QUEUE", "app", "create_app", "settings_of"]
 CELERY_DEFAULT_QUEUE = "celery"
 
 log = logging.getLogger(__name__)
+
+#: seconds between the broker sweeps that restore a lost worker's jobs (one Redis scan each)
+UNACKED_RESTORE_INTERVAL = 10
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -42,6 +46,9 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=True,
         task_retry_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # with Redis, new jobs behind retries: a retried job may have its prompt on a pod already
+        # (tasks/priority.py)
+        task_default_priority=NEW_JOB_PRIORITY if settings.broker_is_redis else None,
         task_soft_time_limit=settings.job_time_limit,
         task_time_limit=settings.job_hard_time_limit,
         task_track_started=True,
@@ -68,7 +75,14 @@ def create_app(settings: Settings | None = None) -> Celery:
     )
     celery.backend_cls = settings.result_backend  # read before conf.result_backend (which the environment overrides)
     if settings.broker_is_redis:
-        celery.conf.broker_transport_options = {"visibility_timeout": settings.visibility_timeout}
+        celery.conf.broker_transport_options = {
+            "visibility_timeout": settings.visibility_timeout,
+            # a whole worker lost: its unacked jobs are restored by a sweep every interval *
+            # throttle seconds (kombu: 10 * 10), so up to 100 s after the visibility timeout;
+            # sweeping every 10 s bounds that at 10 s (README, Reliability)
+            "unacked_restore_interval": UNACKED_RESTORE_INTERVAL,
+            "unacked_restore_throttle": 1,
+        }
     celery.conf.comfy_settings = settings
     register(celery, settings)
     return celery

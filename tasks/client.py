@@ -44,6 +44,7 @@ def enqueue_workflow(
         kwargs={"options": options, **({"inputs": dict(inputs)} if inputs else {})},
         queue=queue,
         task_id=task_id,
+        priority=celery.conf.task_default_priority,  # behind retries, with Redis (tasks/priority.py)
     )
     return result
 

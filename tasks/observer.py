@@ -28,14 +28,24 @@ log = logging.getLogger("tasks.workflow")
 
 
 class TaskObserver(JobObserver):
-    def __init__(self, task: Task[Any, Any], *, pod: PodConfig, attempt: int, job_type: str, cancellation: Cancellation) -> None:
+    def __init__(
+        self,
+        task: Task[Any, Any],
+        *,
+        pod: PodConfig,
+        attempt: int,
+        job_type: str,
+        cancellation: Cancellation,
+        accepted: threading.Event | None = None,
+    ) -> None:
         self.task = task
         self.pod = pod
         self.attempt = attempt
         self.job_type = job_type
         self.cancellation = cancellation
         #: set once the pod accepted the prompt: a transport error after it is not retried
-        self.accepted = threading.Event()
+        #: (the task passes its own: it judges errors raised before this observer existed too)
+        self.accepted = accepted or threading.Event()
 
     def on_submitted(self, submitted: SubmittedPrompt) -> None:
         self.accepted.set()

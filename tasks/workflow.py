@@ -3,7 +3,9 @@
 * prompt id = the Celery task id (the id a web backend holds is also ComfyUI's), and the
   WebSocket clientId derives from it;
 * before submitting, the prompt id is looked up on the pod, so a redelivered task re-attaches
-  instead of submitting twice;
+  instead of submitting twice; a transient failure before the prompt was accepted
+  (:func:`~worker.comfyui.errors.is_transient`) is retried with backoff, ahead of queued jobs
+  (:mod:`tasks.priority`);
 * progress goes to ``update_state("PROGRESS")`` and a ``task-progress`` event (Flower), at most
   once per ``PROGRESS_THROTTLE_SECONDS``;
 * SIGUSR1 (the soft time limit, and ``revoke(terminate=True, signal="SIGUSR1")``) becomes a
@@ -19,11 +21,11 @@ there for new reactions to a job); this module only wires one job's steps togeth
 from __future__ import annotations
 
 import logging
-import math
+import threading
 from typing import Any, NoReturn, cast
 
 from celery import Celery, Task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from config.settings import Settings
 from tasks.arguments import task_arguments
@@ -31,8 +33,9 @@ from tasks.cancel import Cancellation, CancelReason, TimeLimit, cancel_on_sigusr
 from tasks.meta import TaskResult, progress_meta, task_result
 from tasks.observer import TaskObserver
 from tasks.options import TaskOptions
+from tasks.priority import RetryFirstTask
 from tasks.runtime import Runtime, runtime
-from worker.comfyui.errors import JobCancelledError, JobTimeoutError, StorageError, TransportError, WorkflowValidationError
+from worker.comfyui.errors import ComfyUIError, JobCancelledError, JobTimeoutError, StorageError, WorkflowValidationError, is_transient
 from worker.fleet.job_runner import ComfyUIJobRunner
 from worker.fleet.pods import PodConfig
 
@@ -67,28 +70,62 @@ def _end_cancelled(task: Task[Any, Any], cancellation: Cancellation, settings: S
     raise Ignore() from None
 
 
+def _retry_if_transient(task: Task[Any, Any], exc: ComfyUIError, accepted: bool, settings: Settings) -> NoReturn:
+    """One rule before acceptance: a transient failure (transport, 5xx, 429) is retried with
+    backoff, and the retry looks the prompt id up before it submits anything."""
+    if not is_transient(exc) or accepted or task.request.retries >= settings.task_max_retries:
+        raise exc
+    countdown = settings.task_retry_backoff * 2 ** int(task.request.retries or 0)
+    log.warning("task %s: %s before the prompt was accepted (%s); retrying in %.1f s", task.request.id, exc.code, exc, countdown)
+    raise task.retry(exc=exc, countdown=countdown) from None
+
+
 def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
     # shared=False: a shared task would be added to every app created later, with *these* settings
-    # default_retry_delay is also the delay of a redelivery after a lost worker (Celery: 180 s)
+    # default_retry_delay is only the delay of a retry after a lost pool child (Celery: 180 s; our
+    # own retries give a countdown): 0, since its prompt is likely on a pod, where it re-attaches
+    # at once; RetryFirstTask sends it ahead of the queued jobs
     @celery.task(
         bind=True,
+        base=RetryFirstTask,
         name=TASK_NAME,
         max_retries=settings.task_max_retries,
-        default_retry_delay=math.ceil(settings.task_retry_backoff),
+        default_retry_delay=0,
         acks_late=True,
         shared=False,
         Strategy="tasks.arguments:guarded_strategy",  # a hostile message must not reach a decoder or the pickler
     )
     def run_workflow(self: Task[Any, Any], *args: Any, **kwargs: Any) -> TaskResult:
         workflow, options, inputs = task_arguments(args, kwargs)  # first: bounded, typed, before anything walks it
+        limit = TimeLimit(settings.job_time_limit)
+        cancellation = Cancellation()
+        accepted = threading.Event()
+        try:
+            return run(self, workflow, options, inputs, limit=limit, cancellation=cancellation, accepted=accepted)
+        except SoftTimeLimitExceeded:
+            # the soft limit (or a SIGUSR1 revoke) fired outside the job runner's cancel window:
+            # choosing the pod, or building the result
+            cancellation.cancel(CancelReason.TIME_LIMIT if limit.reached() else CancelReason.REVOKED)
+            _end_cancelled(self, cancellation, settings, str(self.request.id))
+        except ComfyUIError as exc:
+            _retry_if_transient(self, exc, accepted.is_set(), settings)
+
+    def run(
+        self: Task[Any, Any],
+        workflow: dict[str, Any],
+        options: Any,
+        inputs: Any,
+        *,
+        limit: TimeLimit,
+        cancellation: Cancellation,
+        accepted: threading.Event,
+    ) -> TaskResult:
         opts = TaskOptions.parse(options)
         rt = runtime(celery, settings)
         prompt_id = str(self.request.id)
         attempt = int(self.request.retries or 0) + 1
         pod = _choose_pod(self, rt, opts, prompt_id, attempt)
-        cancellation = Cancellation()
-        observer = TaskObserver(self, pod=pod, attempt=attempt, job_type=opts.job_type, cancellation=cancellation)
-        limit = TimeLimit(settings.job_time_limit)
+        observer = TaskObserver(self, pod=pod, attempt=attempt, job_type=opts.job_type, cancellation=cancellation, accepted=accepted)
         runner = ComfyUIJobRunner(rt.pool.client(pod), analytics=rt.analytics, throttle_interval=settings.progress_throttle)
         log.info("task %s (attempt %d): running on pod %s (%s)", prompt_id, attempt, pod.name, pod.safe_url)
         try:
@@ -117,12 +154,6 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
             raise self.retry(exc=exc, countdown=countdown) from None
         except JobCancelledError:
             _end_cancelled(self, cancellation, settings, prompt_id)
-        except TransportError as exc:
-            if observer.accepted.is_set() or self.request.retries >= settings.task_max_retries:
-                raise
-            countdown = settings.task_retry_backoff * 2 ** int(self.request.retries or 0)
-            log.warning("task %s: transport error before the prompt was accepted (%s); retrying in %.1f s", prompt_id, exc, countdown)
-            raise self.retry(exc=exc, countdown=countdown) from None
         return task_result(result, pod=pod.name, media=stored.get("media"))
 
     task: Task[Any, Any] = run_workflow

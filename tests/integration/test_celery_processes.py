@@ -149,12 +149,13 @@ def _mark_redelivered(broker: str, queue: str) -> None:
     """Do to the queued message what kombu's Redis transport does when it restores an unacked one
     (a whole worker lost): set ``redelivered`` in its headers and delivery info."""
     client = redis.Redis.from_url(broker)
-    raw = client.rpop(queue)
+    key = f"{queue}\x06\x163"  # kombu's list for priority step 3 (new jobs, tasks/priority.py)
+    raw = client.rpop(key)
     assert isinstance(raw, bytes), "no message queued"
     payload = json.loads(raw)
     payload["headers"]["redelivered"] = True
     payload["properties"]["delivery_info"]["redelivered"] = True
-    client.rpush(queue, json.dumps(payload))
+    client.rpush(key, json.dumps(payload))
 
 
 def test_a_message_restored_by_the_broker_follows_its_prompt_on_the_pod_that_has_it(broker: str, tmp_path: Path) -> None:

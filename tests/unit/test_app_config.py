@@ -39,7 +39,7 @@ def test_redis_only_options_only_for_redis() -> None:
 def test_the_task_is_registered_by_name_with_its_retry_cap() -> None:
     app = create_app(Settings.from_env({"TASK_MAX_RETRIES": "2", "TASK_RETRY_BACKOFF": "1.5"}))
     task = app.tasks[TASK_NAME]
-    assert (task.max_retries, task.default_retry_delay, task.acks_late) == (2, 2, True)
+    assert (task.max_retries, task.default_retry_delay, task.acks_late) == (2, 0, True)  # a lost child: at once
 
 
 def test_workers_consume_our_queue_and_celerys_default_one() -> None:

@@ -69,20 +69,29 @@ def check_broker(app: Celery, settings: Settings, env: Mapping[str, str], *, tim
             ) from None
 
 
+#: kombu's Redis priority steps (its default), each a list of its own
+_PRIORITY_STEPS = (0, 3, 6, 9)
+
+
 def find_queued(settings: Settings, task_id: str, queues: Iterable[str], *, cap: int = QUEUE_SCAN_CAP) -> tuple[str, int] | None:
     """(queue, position from the head, 0 = next) of ``task_id`` in a Redis broker, or None.
 
     Kombu's Redis transport keeps a queue as a list (pushed left, popped right) of JSON messages
-    whose ``headers.id`` is the task id. Only the last ``cap`` entries of each queue are read."""
+    whose ``headers.id`` is the task id, one list per priority step (``queue`` for 0, then
+    ``queue\x06\x163`` …, served in that order: new jobs are at 3, tasks/priority.py). Only the
+    last ``cap`` entries of each list are read."""
     if not settings.broker_is_redis:
         return None
     client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3, socket_timeout=5)
     try:
         for queue in dict.fromkeys(queues):
-            entries = client.lrange(queue, -cap, -1)
-            for position, raw in enumerate(reversed(entries)):
-                if _message_id(raw) == task_id:
-                    return queue, position
+            ahead = 0
+            for key in (queue, *(f"{queue}\x06\x16{step}" for step in _PRIORITY_STEPS[1:])):
+                entries = client.lrange(key, -cap, -1)
+                for position, raw in enumerate(reversed(entries)):
+                    if _message_id(raw) == task_id:
+                        return queue, ahead + position
+                ahead += len(entries)
     finally:
         client.close()
     return None
