@@ -13,6 +13,8 @@ from worker.comfyui.errors import (
     ComfyUIError,
     ConnectionFailedError,
     HTTPStatusError,
+    RedirectRefusedError,
+    ResponseTooLargeError,
     TransportError,
     WorkflowValidationError,
     is_transient,
@@ -31,7 +33,9 @@ def test_an_http_status_is_transient_when_the_server_may_answer_later(status: in
 
 @pytest.mark.parametrize("cls", ALL_ERRORS)
 def test_every_transport_error_and_nothing_else_without_a_status_is_transient(cls: type[ComfyUIError]) -> None:
-    assert is_transient(cls("x")) == issubclass(cls, TransportError)
+    """Except a refused redirect and an answer over a cap: the same server would do it again."""
+    same_again = issubclass(cls, RedirectRefusedError | ResponseTooLargeError)
+    assert is_transient(cls("x")) == (issubclass(cls, TransportError) and not same_again)
 
 
 def test_a_validation_error_is_never_transient() -> None:
