@@ -62,6 +62,7 @@ from worker.comfyui.errors.transport import (
 
 __all__ = [
     "ALL_ERRORS",
+    "TRANSIENT_STATUSES",
     "ComfyUIError",
     "ComfyUITimeoutError",
     "ConnectionFailedError",
@@ -78,7 +79,6 @@ __all__ = [
     "ResponseTooLargeError",
     "ResultTooLargeError",
     "StorageError",
-    "TRANSIENT_STATUSES",
     "TimeoutPhase",
     "TransportError",
     "TransportTimeoutError",
