@@ -65,6 +65,10 @@ class WebSocketSettings:
     #: ComfyUI never pings: we do, and a socket that answers nothing for ``idle_timeout`` is dead
     ping_interval: float = 10.0
     idle_timeout: float = 30.0
+    #: while a prompt is watched, a socket quiet this long gets a ping (a WebSocket frame, no HTTP request)
+    quiet_ping_after: float = 0.5
+    #: a ping followed by no frame at all for this long: the socket is dead, open or not (0: off)
+    pong_timeout: float = 1.0
     read_slice: float = 0.25
     send_feature_flags: bool = True
     max_frame_bytes: int = p.MAX_FRAME_BYTES
@@ -285,13 +289,13 @@ class ComfyUIWebSocketClient:
             if ws is None:
                 return "error", None
             now = self._clock.monotonic()
-            if now - self._last_frame_at > settings.idle_timeout:
+            if now - self._last_frame_at > settings.idle_timeout or self._ping_unanswered(now):
                 self._log.warning(
                     "comfyui websocket silent for %.1f s, treating it as dead client_id=%s", now - self._last_frame_at, self.client_id
                 )
                 return "idle", None
             try:
-                if now - self._last_ping_at >= settings.ping_interval:
+                if self._ping_due(now):
                     self._last_ping_at = now
                     ws.ping(b"comfy-celery")
                 opcode, data = ws.recv_data(control_frame=True)
@@ -313,6 +317,19 @@ class ComfyUIWebSocketClient:
             if opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
                 self.handle_frame(data, binary=opcode == websocket.ABNF.OPCODE_BINARY)
         return "closing", None
+
+    def _ping_due(self, now: float) -> bool:
+        """Every ``ping_interval``; and while a prompt is watched, once the socket has been quiet
+        for ``quiet_ping_after`` (a silent socket is then found in about a second, not at the next
+        history probe; a busy socket is never pinged, its frames prove it alive)."""
+        if now - self._last_ping_at >= self.settings.ping_interval:
+            return True
+        answered = self._last_ping_at <= self._last_frame_at
+        return answered and bool(self._trackers) and now - self._last_frame_at >= self.settings.quiet_ping_after
+
+    def _ping_unanswered(self, now: float) -> bool:
+        timeout = self.settings.pong_timeout
+        return timeout > 0 and self._last_ping_at > self._last_frame_at and now - self._last_ping_at > timeout
 
     def _reconnect(self, reason: str, close_code: int | None) -> bool:
         with self._lock:
