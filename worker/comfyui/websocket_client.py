@@ -325,7 +325,7 @@ class ComfyUIWebSocketClient:
         if now - self._last_ping_at >= self.settings.ping_interval:
             return True
         answered = self._last_ping_at <= self._last_frame_at
-        return answered and bool(self._trackers) and now - self._last_frame_at >= self.settings.quiet_ping_after
+        return answered and self._events.follower.watching and now - self._last_frame_at >= self.settings.quiet_ping_after
 
     def _ping_unanswered(self, now: float) -> bool:
         timeout = self.settings.pong_timeout
