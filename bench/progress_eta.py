@@ -7,8 +7,8 @@ warm with a new seed, warm with a new prompt text, then cold again after ``POST 
 learned node timings of each run (an in-memory store) feed the next. Sampled every 20 ms:
 
 * truth: the fraction of the run (``execution_start`` to ``execution_success``) elapsed;
-* ours: the ETA estimator, made monotonic and capped at 99.9 as the tracker does;
-* steps: the step-weighted tracker (a sampler weighs its steps, any other node 1).
+* ours: the tracker's time estimate (``ProgressTracker``, ``estimate="time"``, the default);
+* steps: the step-weighted tracker (``estimate="steps"``: a sampler weighs its steps, any other node 1).
 
 Per run: mean absolute difference to the truth (points) for both, and the ETA error from 30 %
 of the run on: ``|eta_s - true seconds left| / true seconds left`` over samples with the truth
@@ -32,8 +32,7 @@ import requests
 from tests.traces import load_workflow
 from worker.comfyui import protocol as p
 from worker.comfyui.clock import SystemClock
-from worker.comfyui.eta import EtaEstimator
-from worker.comfyui.progress import RUNNING_CAP, ProgressTracker
+from worker.comfyui.progress import ProgressTracker
 from worker.comfyui.websocket_client import ComfyUIWebSocketClient
 from worker.fleet.node_timings import MemoryTimingStore, NodeTimings
 from worker.simulator import ComfyUISimulator, SimulatorTiming
@@ -112,9 +111,8 @@ class Run:
 
 def run_once(sim: ComfyUISimulator, workflow: dict[str, Any], timings: NodeTimings, label: str) -> Run:
     prompt_id = str(uuid.uuid4())
-    estimator = EtaEstimator(prompt_id, workflow, timings.model_for(workflow))
-    tracker = ProgressTracker(prompt_id, workflow, clock=SystemClock())
-    lock = threading.Lock()
+    ours = ProgressTracker(prompt_id, workflow, clock=SystemClock(), durations=timings.model_for(workflow))
+    steps = ProgressTracker(prompt_id, workflow, clock=SystemClock(), estimate="steps")
     marks: dict[str, float] = {}
     done = threading.Event()
 
@@ -122,9 +120,8 @@ def run_once(sim: ComfyUISimulator, workflow: dict[str, Any], timings: NodeTimin
         now = time.monotonic()
         if not isinstance(message, p.KnownMessage):
             return
-        with lock:
-            estimator.apply(message, now)
-            tracker.apply(message)
+        ours.apply(message)
+        steps.apply(message)
         if isinstance(message, p.ExecutionStartData) and message.prompt_id == prompt_id:
             marks["start"] = now
         if isinstance(message, p.ExecutionSuccessData) and message.prompt_id == prompt_id:
@@ -135,22 +132,19 @@ def run_once(sim: ComfyUISimulator, workflow: dict[str, Any], timings: NodeTimin
     client.on_message(on_message)
     client.connect()
     samples: list[Sample] = []
-    shown = 0.0
     try:
         requests.post(f"{sim.url}/prompt", json={"prompt": workflow, "client_id": client.client_id, "prompt_id": prompt_id}, timeout=5)
         deadline = time.monotonic() + 120
         while not done.is_set() and time.monotonic() < deadline:
             now = time.monotonic()
-            with lock:
-                estimate = estimator.estimate(now)
-                steps = tracker.state(stamp=False).progress
-            if estimator.started_at is not None:
-                shown = max(shown, min(estimate.progress, RUNNING_CAP))
-                samples.append(Sample(now, shown, steps, estimate.eta_s))
+            state = ours.state(stamp=False)
+            if state.elapsed_s is not None:
+                samples.append(Sample(now, state.progress, steps.state(stamp=False).progress, state.eta_s))
             done.wait(SAMPLE_EVERY)
     finally:
         client.close()
-    timings.learn(estimator.observations())
+    ours.complete()  # as the pod client does once history confirms; then the fleet learns
+    timings.learn(ours.observations())
     return Run(label, samples, marks["start"], marks["end"])
 
 
