@@ -89,6 +89,13 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("INPUT_MAX_BYTES", "52428800", "Largest input file (URL, base64 or store), enforced while reading."),
     EnvVar("INPUT_FETCH_TIMEOUT", "120", "Seconds an input URL may take in all (connect and read timeouts are the HTTP ones)."),
     EnvVar("INPUT_URL_ALLOW", "", "Comma-separated hosts or networks input URLs may reach although private/loopback (e.g. `10.0.0.0/8`)."),
+    EnvVar(
+        "NODE_TIMINGS_URL",
+        "(the result backend URL)",
+        "Redis where the fleet shares the node durations it learns for progress and `eta_s`; `none`: priors only.",
+    ),
+    EnvVar("NODE_TIMINGS_MAX_ENTRIES", "5000", "Learned node-duration records kept (the least recently updated go first)."),
+    EnvVar("NODE_TIMINGS_MAX_AGE_DAYS", "14", "Learned node durations not updated for this many days are ignored and dropped."),
 )
 
 
@@ -241,6 +248,10 @@ class Settings:
     input_max_bytes: int = 50 * 1024 * 1024
     input_fetch_timeout: float = 120.0
     input_url_allow: tuple[str, ...] = ()
+    #: None: learned node timings are off (priors only)
+    node_timings_url: str | None = field(default=None, repr=False)
+    node_timings_max_entries: int = 5000
+    node_timings_max_age_days: float = 14.0
 
     @property
     def visibility_timeout(self) -> int:
@@ -278,6 +289,7 @@ class Settings:
             "job_hard_time_limit": self.job_hard_time_limit,
             "visibility_timeout": self.visibility_timeout,
             "analytics_sink": self.analytics_sink,
+            "node_timings_url": redact_url(self.node_timings_url) if self.node_timings_url else None,
         }
 
     def __repr__(self) -> str:
@@ -304,6 +316,7 @@ class Settings:
         posthog_key = get("POSTHOG_API_KEY", "") or None
         if sink == "posthog" and not posthog_key:
             raise SettingsError("ANALYTICS_SINK=posthog needs POSTHOG_API_KEY")
+        timings = get("NODE_TIMINGS_URL", backend)
         token_param = get("COMFYUI_TOKEN_PARAM", "token")
         if not token_param.isidentifier():
             raise SettingsError(f"COMFYUI_TOKEN_PARAM must be a plain name, got {token_param!r}")
@@ -336,4 +349,7 @@ class Settings:
             posthog_api_key=posthog_key,
             posthog_host=get("POSTHOG_HOST", "https://us.i.posthog.com"),
             **_media(get),
+            node_timings_url=None if timings.lower() == "none" else _broker("NODE_TIMINGS_URL", timings),
+            node_timings_max_entries=_int("NODE_TIMINGS_MAX_ENTRIES", get("NODE_TIMINGS_MAX_ENTRIES", "5000"), minimum=1),
+            node_timings_max_age_days=_float("NODE_TIMINGS_MAX_AGE_DAYS", get("NODE_TIMINGS_MAX_AGE_DAYS", "14")),
         )
