@@ -89,7 +89,9 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
         cancellation = Cancellation()
         observer = TaskObserver(self, pod=pod, attempt=attempt, job_type=opts.job_type, cancellation=cancellation)
         limit = TimeLimit(settings.job_time_limit)
-        runner = ComfyUIJobRunner(rt.pool.client(pod), analytics=rt.analytics, throttle_interval=settings.progress_throttle)
+        runner = ComfyUIJobRunner(
+            rt.pool.client(pod), analytics=rt.analytics, throttle_interval=settings.progress_throttle, timings=rt.timings
+        )
         log.info("task %s (attempt %d): running on pod %s (%s)", prompt_id, attempt, pod.name, pod.safe_url)
         try:
             with cancel_on_sigusr1(cancellation, limit):
