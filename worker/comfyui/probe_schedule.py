@@ -21,7 +21,7 @@ __all__ = ["ProbeSchedule", "ProbeTimes"]
 @dataclass(frozen=True, slots=True)
 class ProbeTimes:
     healthy_s: float = 5.0
-    down_min_s: float = 0.4
+    down_min_s: float = 0.3
     down_max_s: float = 2.0
     eta_share: float = 0.2
 
