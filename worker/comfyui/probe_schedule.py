@@ -6,8 +6,8 @@ case where the socket is open but deaf (another socket took our client id). When
 drops, events are lost until it is back (ComfyUI buffers nothing), and the reconnect waits
 several seconds: a job that ends meanwhile is only seen through ``/history``. So a drop probes
 at once, and then every ``eta_share`` of the estimated seconds left, between ``down_min_s`` and
-``down_max_s``: a job far from its end costs a request every couple of seconds, one about to
-end is seen within ``down_min_s`` of its end. A reconnect probes at once too (what happened
+``down_max_s`` (and just after the estimated end when that comes first): a job far from its
+end costs a request every couple of seconds, one about to end is seen within ``down_min_s``. A reconnect probes at once too (what happened
 while we were away), then the healthy pace resumes. Pure: the caller passes ``now``.
 """
 
@@ -25,11 +25,21 @@ class ProbeTimes:
     down_max_s: float = 2.0
     eta_share: float = 0.2
 
+    #: a probe this long after the estimated end, when that comes before the next regular one
+    end_lead_s: float = 0.05
+
     def down_interval(self, eta_s: float | None) -> float:
-        """The pause between probes while the socket is down; unknown ETA: the slow end."""
+        """The pause between probes while the socket is down; unknown ETA: the slow end.
+
+        When the estimated end falls before the next regular probe, the probe goes just after
+        it instead (once: an estimate already overdue reads a few hundredths of a second, and
+        those never shorten the pause below ``down_min_s``)."""
         if eta_s is None:
             return self.down_max_s
-        return min(self.down_max_s, max(self.down_min_s, eta_s * self.eta_share))
+        interval = min(self.down_max_s, max(self.down_min_s, eta_s * self.eta_share))
+        if eta_s >= 2 * self.end_lead_s and eta_s + self.end_lead_s < interval:
+            return eta_s + self.end_lead_s
+        return interval
 
 
 class ProbeSchedule:
