@@ -65,7 +65,7 @@ class WebSocketSettings:
     #: ComfyUI never pings: we do, and a socket that answers nothing for ``idle_timeout`` is dead
     ping_interval: float = 10.0
     idle_timeout: float = 30.0
-    #: while a prompt is watched, a socket quiet this long gets a ping (a WebSocket frame, no HTTP request)
+    #: while a prompt is watched, a socket quiet this long gets a ping (no HTTP request; a busy one never)
     quiet_ping_after: float = 0.5
     #: a ping followed by no frame at all for this long: the socket is dead, open or not (0: off)
     pong_timeout: float = 1.0
@@ -289,7 +289,8 @@ class ComfyUIWebSocketClient:
             if ws is None:
                 return "error", None
             now = self._clock.monotonic()
-            if now - self._last_frame_at > settings.idle_timeout or self._ping_unanswered(now):
+            unanswered = self._last_ping_at > self._last_frame_at and 0 < settings.pong_timeout < now - self._last_ping_at
+            if now - self._last_frame_at > settings.idle_timeout or unanswered:
                 self._log.warning(
                     "comfyui websocket silent for %.1f s, treating it as dead client_id=%s", now - self._last_frame_at, self.client_id
                 )
@@ -319,17 +320,10 @@ class ComfyUIWebSocketClient:
         return "closing", None
 
     def _ping_due(self, now: float) -> bool:
-        """Every ``ping_interval``; and while a prompt is watched, once the socket has been quiet
-        for ``quiet_ping_after`` (a silent socket is then found in about a second, not at the next
-        history probe; a busy socket is never pinged, its frames prove it alive)."""
-        if now - self._last_ping_at >= self.settings.ping_interval:
-            return True
+        """Every ``ping_interval``; while a prompt is watched, also once quiet for ``quiet_ping_after``."""
         answered = self._last_ping_at <= self._last_frame_at
-        return answered and self._events.follower.watching and now - self._last_frame_at >= self.settings.quiet_ping_after
-
-    def _ping_unanswered(self, now: float) -> bool:
-        timeout = self.settings.pong_timeout
-        return timeout > 0 and self._last_ping_at > self._last_frame_at and now - self._last_ping_at > timeout
+        quiet = answered and self._events.follower.watching and now - self._last_frame_at >= self.settings.quiet_ping_after
+        return quiet or now - self._last_ping_at >= self.settings.ping_interval
 
     def _reconnect(self, reason: str, close_code: int | None) -> bool:
         with self._lock:
