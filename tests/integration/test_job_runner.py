@@ -70,9 +70,11 @@ def test_a_raising_sink_and_progress_consumer_never_break_the_job(sim: ComfyUISi
 
 def test_the_runner_learns_node_timings_and_the_next_job_starts_from_them(sim: ComfyUISimulator) -> None:
     store = MemoryTimingStore()
-    runner = ComfyUIJobRunner(ComfyUIPodClient(sim.url, settings=SETTINGS), timings=NodeTimings(store))
+    timings = NodeTimings(store)
+    runner = ComfyUIJobRunner(ComfyUIPodClient(sim.url, settings=SETTINGS), timings=timings)
     workflow = slow_workflow(steps=10, seconds_per_step=0.2)
     runner.run(workflow, prompt_id="learn-1")
+    timings.close()  # the write happens in the background, after the result
     assert len(store) == 2  # LabSlowProgress and LabTextOutput
     model = NodeTimings(store).model_for(workflow)
     assert len(model) == 2

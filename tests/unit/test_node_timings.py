@@ -71,19 +71,38 @@ def test_records_that_are_malformed_oversized_or_negative_read_as_unknown() -> N
 
 
 class BrokenStore:
+    def __init__(self) -> None:
+        self.calls = 0
+
     def get_many(self, keys: object) -> dict[str, TimingRecord]:
+        self.calls += 1
         raise ConnectionError("redis is down")
 
     def put_many(self, records: object) -> None:
+        self.calls += 1
         raise ConnectionError("redis is down")
 
 
 def test_a_failing_store_means_priors_and_a_warning_never_a_failed_job(caplog: pytest.LogCaptureFixture) -> None:
-    timings = NodeTimings(BrokenStore())
+    store, clock = BrokenStore(), FakeClock()
+    timings = NodeTimings(store, clock=clock, retry_after_s=30.0)
     with caplog.at_level(logging.WARNING):
         assert timings.model_for({"3": {"class_type": "KSampler", "inputs": {}}}).expect(SAMPLER) == prior_cost(SAMPLER)
         assert timings.learn([_seen(DECODE, 0.2)]) == 0
     assert [r.message for r in caplog.records if "redis is down" in r.message] != []
+    assert store.calls == 1  # a dead store costs one timeout, not one per job
+    clock.advance(31.0)
+    timings.model_for({})
+    assert store.calls == 2
+
+
+def test_learning_in_the_background_writes_in_order_and_close_waits_for_it() -> None:
+    store = MemoryTimingStore(clock=FakeClock())
+    timings = NodeTimings(store, clock=FakeClock())
+    futures = [timings.learn_later([_seen(DECODE, seconds)]) for seconds in (1.0, 3.0)]
+    timings.close()
+    assert [f.result() for f in futures] == [1, 1]
+    assert LearnedDurations(store.get_many([DECODE.key])).expect(DECODE).fixed_s == pytest.approx(2.0)
 
 
 def test_keys_for_a_workflow_cover_its_nodes_cold_and_warm() -> None:

@@ -65,14 +65,15 @@ class AnalyticsObserver(JobObserver):
 
 
 class LearningObserver(JobObserver):
-    """After a success, the job's node timings go to the fleet's learned durations."""
+    """After a success, the job's node timings go to the fleet's learned durations (in the
+    background: the write never delays the result)."""
 
     def __init__(self, timings: NodeTimings) -> None:
         self.timings = timings
 
     def on_finished(self, finished: JobFinished) -> None:
         if finished.result is not None and finished.timings:
-            self.timings.learn(finished.timings)
+            self.timings.learn_later(finished.timings)
 
 
 class ComfyUIJobRunner:

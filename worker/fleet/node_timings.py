@@ -7,8 +7,10 @@ the next job on any worker starts from those figures instead of the priors. Reco
 last-update times, so the size and the age are both bounded), :class:`MemoryTimingStore` in
 tests and single-process tools.
 
-A store failure never fails a job: the estimate falls back to the priors and a warning is
-logged. Reads happen once per job, before it starts; writes once, after it succeeded.
+A store failure never fails a job: the estimate falls back to the priors, a warning is
+logged, and the store is left alone for ``retry_after_s`` (a dead Redis costs one timeout, not
+one per job). Reads happen once per job, before it starts; writes once after it succeeded, on a
+background thread (:meth:`NodeTimings.learn_later`), so they never delay the result.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -212,11 +215,30 @@ def _merge(old: TimingRecord | None, seen: Observation, now: float, horizon: int
 class NodeTimings:
     """Reads a workflow's learned durations before a job and learns from it after."""
 
-    def __init__(self, store: TimingStore, *, clock: Clock | None = None, horizon: int = 4, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        store: TimingStore,
+        *,
+        clock: Clock | None = None,
+        horizon: int = 4,
+        retry_after_s: float = 30.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock or SystemClock()
         self._horizon = max(1, horizon)
+        self._retry_after_s = retry_after_s
+        self._down_until = float("-inf")
         self._log = logger or logging.getLogger(__name__)
+        self._writer: ThreadPoolExecutor | None = None
+        self._writer_lock = threading.Lock()
+
+    def _available(self) -> bool:
+        return self._clock.monotonic() >= self._down_until
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self._down_until = self._clock.monotonic() + self._retry_after_s
+        self._log.warning("node timings %s (progress uses priors; store skipped for %g s): %s", what, self._retry_after_s, exc)
 
     @staticmethod
     def keys_for(workflow: Mapping[str, Any]) -> list[str]:
@@ -228,17 +250,34 @@ class NodeTimings:
         return [k for k in dict.fromkeys(keys) if len(k) <= MAX_KEY_LENGTH]
 
     def model_for(self, workflow: Mapping[str, Any]) -> LearnedDurations:
-        """One store read; priors only if the store fails."""
+        """One store read; priors only if the store fails (or failed within ``retry_after_s``)."""
+        if not self._available():
+            return LearnedDurations({})
         try:
             return LearnedDurations(self._store.get_many(self.keys_for(workflow)))
         except Exception as exc:  # noqa: BLE001 - learned timings are a nicety: a job never fails for them
-            self._log.warning("node timings unavailable (progress uses priors): %s", exc)
+            self._failed("unavailable", exc)
             return LearnedDurations({})
+
+    def learn_later(self, observations: Iterable[Observation]) -> Future[int]:
+        """:meth:`learn` on a background thread (one, so writes stay in order)."""
+        items = list(observations)
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="node-timings")
+            return self._writer.submit(self.learn, items)
+
+    def close(self) -> None:
+        """Finish the pending writes."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=True)
 
     def learn(self, observations: Iterable[Observation]) -> int:
         """Fold one job's node timings in; returns how many records were written."""
         seen = [o for o in observations if len(o.spec.key) <= MAX_KEY_LENGTH]
-        if not seen:
+        if not seen or not self._available():
             return 0
         now = self._clock.time()
         try:
@@ -248,6 +287,6 @@ class NodeTimings:
                 merged[item.spec.key] = _merge(merged.get(item.spec.key) or old.get(item.spec.key), item, now, self._horizon)
             self._store.put_many(merged)
         except Exception as exc:  # noqa: BLE001 - see model_for
-            self._log.warning("node timings not saved: %s", exc)
+            self._failed("not saved", exc)
             return 0
         return len(merged)
