@@ -56,6 +56,11 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("COMFYUI_WS_RECONNECT_DELAY", "5", "Seconds between reconnect attempts."),
     EnvVar("COMFYUI_WS_PING_INTERVAL", "10", "Seconds between client pings (ComfyUI never pings)."),
     EnvVar("COMFYUI_WS_IDLE_TIMEOUT", "30", "Seconds without any frame (pongs included) before a socket counts as dead."),
+    EnvVar(
+        "COMFYUI_WS_PONG_TIMEOUT",
+        "1",
+        "While a job runs, a quiet socket is pinged; no frame this many seconds after a ping means dead (0: off).",
+    ),
     EnvVar("COMFYUI_POLL_INTERVAL", "2", "Seconds between REST polls on the fallback path."),
     EnvVar("COMFYUI_HISTORY_PROBE_INTERVAL", "5", "Seconds between history probes while on the WebSocket (catches deaf sockets)."),
     EnvVar("PROGRESS_THROTTLE_SECONDS", "1", "At most one PROGRESS update per this many seconds (the last one always delivered)."),
@@ -223,6 +228,7 @@ class Settings:
     ws_reconnect_delay: float = 5.0
     ws_ping_interval: float = 10.0
     ws_idle_timeout: float = 30.0
+    ws_pong_timeout: float = 1.0
     poll_interval: float = 2.0
     history_probe_interval: float = 5.0
     progress_throttle: float = 1.0
@@ -335,6 +341,7 @@ class Settings:
             ws_reconnect_delay=_float("COMFYUI_WS_RECONNECT_DELAY", get("COMFYUI_WS_RECONNECT_DELAY", "5"), allow_zero=True),
             ws_ping_interval=ping,
             ws_idle_timeout=idle,
+            ws_pong_timeout=_float("COMFYUI_WS_PONG_TIMEOUT", get("COMFYUI_WS_PONG_TIMEOUT", "1"), allow_zero=True),
             poll_interval=_float("COMFYUI_POLL_INTERVAL", get("COMFYUI_POLL_INTERVAL", "2")),
             history_probe_interval=_float("COMFYUI_HISTORY_PROBE_INTERVAL", get("COMFYUI_HISTORY_PROBE_INTERVAL", "5")),
             progress_throttle=_float("PROGRESS_THROTTLE_SECONDS", get("PROGRESS_THROTTLE_SECONDS", "1"), allow_zero=True),

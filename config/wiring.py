@@ -42,6 +42,7 @@ def pod_client_settings(settings: Settings) -> PodClientSettings:
             reconnect_delay=settings.ws_reconnect_delay,
             ping_interval=settings.ws_ping_interval,
             idle_timeout=settings.ws_idle_timeout,
+            pong_timeout=settings.ws_pong_timeout,
         ),
         poll_interval=settings.poll_interval,
         history_probe_interval=settings.history_probe_interval,

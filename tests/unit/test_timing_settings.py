@@ -1,11 +1,11 @@
-"""Settings and wiring of the learned node timings."""
+"""Settings and wiring of the learned node timings and of the socket liveness check."""
 
 from __future__ import annotations
 
 import pytest
 
 from config.settings import Settings, SettingsError
-from config.wiring import node_timings
+from config.wiring import node_timings, pod_client_settings
 from worker.fleet.node_timings import MemoryTimingStore, RedisTimingStore
 
 
@@ -31,3 +31,9 @@ def test_the_store_follows_the_url() -> None:
     shared = node_timings(Settings.from_env({"REDIS_URL": "redis://:secret@cache:6379/3", "NODE_TIMINGS_MAX_ENTRIES": "7"}))
     assert shared is not None and isinstance(shared._store, RedisTimingStore) and shared._store.max_entries == 7
     assert "secret" not in repr(Settings.from_env({"NODE_TIMINGS_URL": "redis://:secret@cache:6379/3"}))
+
+
+def test_the_pong_timeout_reaches_the_socket_settings() -> None:
+    assert pod_client_settings(Settings.from_env({})).websocket.pong_timeout == 1.0
+    assert pod_client_settings(Settings.from_env({"COMFYUI_WS_PONG_TIMEOUT": "2.5"})).websocket.pong_timeout == 2.5
+    assert pod_client_settings(Settings.from_env({"COMFYUI_WS_PONG_TIMEOUT": "0"})).websocket.pong_timeout == 0.0
