@@ -65,10 +65,9 @@ class WebSocketSettings:
     #: ComfyUI never pings: we do, and a socket that answers nothing for ``idle_timeout`` is dead
     ping_interval: float = 10.0
     idle_timeout: float = 30.0
-    #: while a prompt is watched, a socket quiet this long gets a ping (no HTTP request; a busy one never)
+    #: while a prompt is watched, a socket quiet this long is pinged (no HTTP request; a busy one never)
     quiet_ping_after: float = 0.5
-    #: a ping followed by no frame at all for this long: the socket is dead, open or not (0: off)
-    pong_timeout: float = 1.0
+    pong_timeout: float = 1.0  #: no frame this long after a ping: dead, open or not (0: off)
     read_slice: float = 0.25
     send_feature_flags: bool = True
     max_frame_bytes: int = p.MAX_FRAME_BYTES
@@ -321,9 +320,8 @@ class ComfyUIWebSocketClient:
 
     def _ping_due(self, now: float) -> bool:
         """Every ``ping_interval``; while a prompt is watched, also once quiet for ``quiet_ping_after``."""
-        answered = self._last_ping_at <= self._last_frame_at
-        quiet = answered and self._events.follower.watching and now - self._last_frame_at >= self.settings.quiet_ping_after
-        return quiet or now - self._last_ping_at >= self.settings.ping_interval
+        quiet = self._events.follower.watching and now - self._last_frame_at >= self.settings.quiet_ping_after
+        return (quiet and self._last_ping_at <= self._last_frame_at) or now - self._last_ping_at >= self.settings.ping_interval
 
     def _reconnect(self, reason: str, close_code: int | None) -> bool:
         with self._lock:
