@@ -171,3 +171,18 @@ def test_on_a_real_servers_rerun_the_learned_estimate_tracks_time_within_5_point
     warm = EtaEstimator(third_id, third_workflow, timings.model_for(third_workflow))
     assert _mad(warm, third) <= 5.0
     assert warm.estimate(0.0).progress == 100.0
+
+
+def test_without_events_the_estimate_counts_down_from_where_it_was() -> None:
+    """REST polling: the probes only say 'running', so the nodes never report their start."""
+    eta = EtaEstimator("p", WORKFLOW, KNOWN)
+    eta.blind(0.0)
+    eta.started(1.0)  # seen running by a probe; 4 s of work expected
+    assert eta.remaining(1.0) == pytest.approx(4.0)
+    assert eta.estimate(3.0).progress == pytest.approx(50.0)  # 2 s of the 4 s expected
+    assert eta.remaining(6.0) == pytest.approx(0.4)  # overdue: still a share left, below 100 %
+    live = _started()
+    live.node_started("1", 0.0)
+    live.node_finished("1", 2.0)
+    live.blind(2.0)  # a fallback mid-job: the sampler's 1 s and the save's 1 s are left
+    assert live.remaining(3.5) == pytest.approx(0.5)

@@ -93,6 +93,8 @@ class EtaEstimator:
         self.submitted_at: float | None = None
         self.started_at: float | None = None
         self.ended_at: float | None = None
+        self._blind_at: float | None = None
+        self._blind_rest: float | None = None
 
     # ------------------------------------------------------------------ events
 
@@ -193,8 +195,22 @@ class EtaEstimator:
         progress = 100.0 * elapsed / total if total > 0 else 0.0
         return Estimate(progress, remaining, elapsed, queued)
 
+    def blind(self, at: float) -> None:
+        """No more events will come (REST polling): from here the estimate counts down in time
+        from what it was, instead of waiting for nodes to report their start and end."""
+        if self._blind_at is None:
+            self._blind_at = at
+
     def remaining(self, now: float) -> float:
         """Seconds left: the running node's rest plus every node not yet started."""
+        if self._blind_at is None or self.started_at is None:
+            return self._remaining_at(now)
+        since = max(self._blind_at, self.started_at)
+        if self._blind_rest is None:
+            self._blind_rest = self._remaining_at(since)
+        return max(self._blind_rest - (now - since), _OVERDUE_SHARE * self._blind_rest)
+
+    def _remaining_at(self, now: float) -> float:
         # before ``execution_cached`` says what is cached, a provisional guess: nothing is
         costs = self._costs if self._specs is not None else self._expect(node_specs(self._workflow))
         speed = self._speed()

@@ -286,7 +286,11 @@ class ProgressTracker:
                 self._status = status
 
     def set_method(self, method: str) -> None:
-        self.method = method
+        """``rest_polling``: no more events; the time estimate counts down from where it is."""
+        with self._lock:
+            self.method = method
+            if method == "rest_polling":
+                self._eta.blind(self._clock.monotonic())
 
     def observations(self) -> list[Observation]:
         """The measured node timings, for the fleet to learn from (after success)."""
