@@ -186,3 +186,13 @@ def test_without_events_the_estimate_counts_down_from_where_it_was() -> None:
     live.node_finished("1", 2.0)
     live.blind(2.0)  # a fallback mid-job: the sampler's 1 s and the save's 1 s are left
     assert live.remaining(3.5) == pytest.approx(0.5)
+
+
+def test_nodes_seen_across_a_gap_in_the_events_are_not_learned() -> None:
+    eta = _started()
+    eta.node_started("1", 0.0)
+    eta.gap()  # the socket dropped while the load ran: its end comes late
+    eta.apply(p.ExecutingData("2"), 5.0)  # the reconnect replay names the node running now
+    eta.node_started("3", 6.0)
+    eta.finished(7.0)
+    assert [o.spec.node_id for o in eta.observations()] == ["3"]

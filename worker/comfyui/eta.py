@@ -55,10 +55,12 @@ class Observation:
 
 
 class _NodeRun:
-    __slots__ = ("end", "first_step", "last_step", "maximum", "start")
+    __slots__ = ("end", "first_step", "last_step", "maximum", "start", "tainted")
 
     def __init__(self, start: float) -> None:
         self.start = start
+        #: seen across a gap in the events (a reconnect): its times are not its own, never learned
+        self.tainted = False
         self.end: float | None = None
         self.first_step: tuple[float, float] | None = None  # (step, time)
         self.last_step: tuple[float, float] | None = None
@@ -143,11 +145,18 @@ class EtaEstimator:
         if self.ended_at is None:
             self.ended_at = at
 
+    def gap(self) -> None:
+        """Events were lost (the socket dropped): the nodes running now are not timed truly."""
+        for run in self._runs.values():
+            if run.end is None:
+                run.tainted = True
+
     def apply(self, message: p.ComfyUIMessage, at: float) -> None:
         """The same, read from one WebSocket message (other prompts' messages are ignored)."""
         if isinstance(message, p.ExecutingData) and message.is_reconnect_replay:
             if message.node is not None and self.started_at is not None:
                 self.node_started(message.node, at)
+                self._runs[message.node].tainted = True  # it started while we were away
             return
         if getattr(message, "prompt_id", None) != self.prompt_id:
             return
@@ -252,7 +261,7 @@ class EtaEstimator:
         found: list[Observation] = []
         for node_id, spec in (self._specs or {}).items():
             run = self._runs.get(node_id)
-            if run is None or run.end is None:
+            if run is None or run.end is None or run.tainted:
                 continue
             duration = max(0.0, run.end - run.start)
             step = run.step_time()

@@ -260,6 +260,8 @@ class ComfyUIPodClient:
                 # events sent while the socket is away are lost: history tells what happens meanwhile,
                 # at once and then often while it is down (see probe_schedule)
                 (schedule.down if value.kind == "disconnected" else schedule.up)(self.clock.monotonic())
+                if value.kind == "disconnected":
+                    job.tracker.stream_gap()
                 early_look = False
             # no probe while the POST is in flight: the pod may not know the prompt yet
             if schedule.due(self.clock.monotonic()) and job.submitting is None:

@@ -292,6 +292,12 @@ class ProgressTracker:
             if method == "rest_polling":
                 self._eta.blind(self._clock.monotonic())
 
+    def stream_gap(self) -> None:
+        """The socket dropped: events are lost until it is back (the time estimate goes on, but
+        the nodes running now are not learned from)."""
+        with self._lock:
+            self._eta.gap()
+
     def observations(self) -> list[Observation]:
         """The measured node timings, for the fleet to learn from (after success)."""
         with self._lock:
