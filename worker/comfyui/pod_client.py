@@ -87,8 +87,8 @@ class ComfyUIPodClient:
         self._ws_factory = ws_factory
         #: observers of every job run by this client (a job's own come after them)
         self.observers = tuple(observers)
-        #: threads for the ``POST /prompt`` of jobs on the WebSocket path (a few, so their HTTP
-        #: sessions stay few); created on first use
+        #: threads for the ``POST /prompt`` of jobs on the WebSocket path: started on demand and
+        #: reused (idle ones first), at most 32, so their HTTP sessions stay bounded too
         self._submitter: ThreadPoolExecutor | None = None
         self._submitter_lock = threading.Lock()
 
@@ -111,7 +111,7 @@ class ComfyUIPodClient:
     def _submit_executor(self) -> ThreadPoolExecutor:
         with self._submitter_lock:
             if self._submitter is None:
-                self._submitter = ThreadPoolExecutor(max_workers=8, thread_name_prefix="comfyui-submit")
+                self._submitter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="comfyui-submit")
             return self._submitter
 
     # ------------------------------------------------------------------ the entry point
