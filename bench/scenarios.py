@@ -48,13 +48,19 @@ class _Names(JobObserver):
         self.names.append(type(event).__name__)
 
 
-def run(name: str, arm: Callable[[ComfyUISimulator, list[str]], None], workflow: dict[str, object], path: ExecutionPath = "auto") -> None:
+def run(
+    name: str,
+    arm: Callable[[ComfyUISimulator, list[str]], None],
+    workflow: dict[str, object],
+    path: ExecutionPath = "auto",
+    settings: PodClientSettings = SETTINGS,
+) -> None:
     with ComfyUISimulator(timing=SimulatorTiming(node_seconds=0.01, sampler_step_seconds=0.05)) as sim:
         last_event: dict[str, float] = {}
         engine = sim.sim.engine
         engine.on_event = lambda event, prompt: last_event.__setitem__("t", time.monotonic())
         connected: list[str] = []
-        client = ComfyUIPodClient(sim.url, settings=SETTINGS, observers=[_Names(connected)])
+        client = ComfyUIPodClient(sim.url, settings=settings, observers=[_Names(connected)])
         arm(sim, connected)
         try:
             result = client.execute_workflow(workflow, path=path, prompt_id=name)
@@ -88,6 +94,33 @@ def drop_then_refuse(occurrence: int, **refusal: float) -> Callable[[ComfyUISimu
     return arm
 
 
+def after_connect_delayed(seconds: float, action: Callable[[], None]) -> Callable[[ComfyUISimulator, list[str]], None]:
+    """``action`` ``seconds`` after the first socket is up (about when the job starts)."""
+
+    def later() -> None:
+        time.sleep(seconds)
+        action()
+
+    return after_connect(later)
+
+
+def faults_at_defaults() -> None:
+    """Issue 14's fault cases with the default settings (reconnect 3 x 5 s, history probe 5 s, poll 2 s)."""
+    defaults = PodClientSettings()
+    print(f"\n{'default settings, 3 s job':<34} {'path':<12} {'job end → result':>10}   HTTP requests")
+    run("healthy socket", lambda s, e: None, slow(30), settings=defaults)
+    run("socket dropped 1 s in", lambda s, e: s.faults.drop_sockets(at_event="progress", occurrence=10), slow(30), settings=defaults)
+    run("dropped, reconnects refused 20 s", drop_then_refuse(10, seconds=20), slow(30), settings=defaults)
+    run(
+        "silent socket from 1 s in",
+        lambda s, e: after_connect_delayed(1.0, lambda: setattr(s.faults, "silent", True))(s, e),
+        slow(30),
+        settings=defaults,
+    )
+    run("POST reply 3 s late, job 0.6 s", lambda s, e: setattr(s.faults, "prompt_reply_delay", 3.0), slow(6), settings=defaults)
+    run("polling only", lambda s, e: None, slow(30), "polling", settings=defaults)
+
+
 def main() -> None:
     print(f"{'scenario':<34} {'path':<12} {'final msg → result':>10}   HTTP requests")
     txt2img = load_workflow("txt2img-sd15-random.json")
@@ -112,6 +145,7 @@ def main() -> None:
         slow(20),
     )
     run("history written 0.5 s late", lambda s, e: setattr(s.sim.timing, "history_delay_seconds", 0.5), slow())
+    faults_at_defaults()
 
 
 if __name__ == "__main__":

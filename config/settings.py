@@ -56,6 +56,11 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("COMFYUI_WS_RECONNECT_DELAY", "5", "Seconds between reconnect attempts."),
     EnvVar("COMFYUI_WS_PING_INTERVAL", "10", "Seconds between client pings (ComfyUI never pings)."),
     EnvVar("COMFYUI_WS_IDLE_TIMEOUT", "30", "Seconds without any frame (pongs included) before a socket counts as dead."),
+    EnvVar(
+        "COMFYUI_WS_PONG_TIMEOUT",
+        "1",
+        "While a job runs, a quiet socket is pinged; no frame this many seconds after a ping means dead (0: off).",
+    ),
     EnvVar("COMFYUI_POLL_INTERVAL", "2", "Seconds between REST polls on the fallback path."),
     EnvVar("COMFYUI_HISTORY_PROBE_INTERVAL", "5", "Seconds between history probes while on the WebSocket (catches deaf sockets)."),
     EnvVar("PROGRESS_THROTTLE_SECONDS", "1", "At most one PROGRESS update per this many seconds (the last one always delivered)."),
@@ -89,6 +94,13 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("INPUT_MAX_BYTES", "52428800", "Largest input file (URL, base64 or store), enforced while reading."),
     EnvVar("INPUT_FETCH_TIMEOUT", "120", "Seconds an input URL may take in all (connect and read timeouts are the HTTP ones)."),
     EnvVar("INPUT_URL_ALLOW", "", "Comma-separated hosts or networks input URLs may reach although private/loopback (e.g. `10.0.0.0/8`)."),
+    EnvVar(
+        "NODE_TIMINGS_URL",
+        "(the result backend URL)",
+        "Redis where the fleet shares the node durations it learns for progress and `eta_s`; `none`: priors only.",
+    ),
+    EnvVar("NODE_TIMINGS_MAX_ENTRIES", "5000", "Learned node-duration records kept (the least recently updated go first)."),
+    EnvVar("NODE_TIMINGS_MAX_AGE_DAYS", "14", "Learned node durations not updated for this many days are ignored and dropped."),
 )
 
 
@@ -216,6 +228,7 @@ class Settings:
     ws_reconnect_delay: float = 5.0
     ws_ping_interval: float = 10.0
     ws_idle_timeout: float = 30.0
+    ws_pong_timeout: float = 1.0
     poll_interval: float = 2.0
     history_probe_interval: float = 5.0
     progress_throttle: float = 1.0
@@ -241,6 +254,10 @@ class Settings:
     input_max_bytes: int = 50 * 1024 * 1024
     input_fetch_timeout: float = 120.0
     input_url_allow: tuple[str, ...] = ()
+    #: None: learned node timings are off (priors only)
+    node_timings_url: str | None = field(default=None, repr=False)
+    node_timings_max_entries: int = 5000
+    node_timings_max_age_days: float = 14.0
 
     @property
     def visibility_timeout(self) -> int:
@@ -278,6 +295,7 @@ class Settings:
             "job_hard_time_limit": self.job_hard_time_limit,
             "visibility_timeout": self.visibility_timeout,
             "analytics_sink": self.analytics_sink,
+            "node_timings_url": redact_url(self.node_timings_url) if self.node_timings_url else None,
         }
 
     def __repr__(self) -> str:
@@ -304,6 +322,7 @@ class Settings:
         posthog_key = get("POSTHOG_API_KEY", "") or None
         if sink == "posthog" and not posthog_key:
             raise SettingsError("ANALYTICS_SINK=posthog needs POSTHOG_API_KEY")
+        timings = get("NODE_TIMINGS_URL", backend)
         token_param = get("COMFYUI_TOKEN_PARAM", "token")
         if not token_param.isidentifier():
             raise SettingsError(f"COMFYUI_TOKEN_PARAM must be a plain name, got {token_param!r}")
@@ -322,6 +341,7 @@ class Settings:
             ws_reconnect_delay=_float("COMFYUI_WS_RECONNECT_DELAY", get("COMFYUI_WS_RECONNECT_DELAY", "5"), allow_zero=True),
             ws_ping_interval=ping,
             ws_idle_timeout=idle,
+            ws_pong_timeout=_float("COMFYUI_WS_PONG_TIMEOUT", get("COMFYUI_WS_PONG_TIMEOUT", "1"), allow_zero=True),
             poll_interval=_float("COMFYUI_POLL_INTERVAL", get("COMFYUI_POLL_INTERVAL", "2")),
             history_probe_interval=_float("COMFYUI_HISTORY_PROBE_INTERVAL", get("COMFYUI_HISTORY_PROBE_INTERVAL", "5")),
             progress_throttle=_float("PROGRESS_THROTTLE_SECONDS", get("PROGRESS_THROTTLE_SECONDS", "1"), allow_zero=True),
@@ -336,4 +356,7 @@ class Settings:
             posthog_api_key=posthog_key,
             posthog_host=get("POSTHOG_HOST", "https://us.i.posthog.com"),
             **_media(get),
+            node_timings_url=None if timings.lower() == "none" else _broker("NODE_TIMINGS_URL", timings),
+            node_timings_max_entries=_int("NODE_TIMINGS_MAX_ENTRIES", get("NODE_TIMINGS_MAX_ENTRIES", "5000"), minimum=1),
+            node_timings_max_age_days=_float("NODE_TIMINGS_MAX_AGE_DAYS", get("NODE_TIMINGS_MAX_AGE_DAYS", "14")),
         )

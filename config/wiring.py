@@ -25,9 +25,10 @@ from worker.fleet.media import (
     S3Store,
     URLFetcher,
 )
+from worker.fleet.node_timings import MemoryTimingStore, NodeTimings, RedisTimingStore, TimingStore
 from worker.fleet.pods import PodConfig, PodPool
 
-__all__ = ["media_pipeline", "output_store", "pod_client_settings", "pod_pool"]
+__all__ = ["media_pipeline", "node_timings", "output_store", "pod_client_settings", "pod_pool"]
 
 
 def pod_client_settings(settings: Settings) -> PodClientSettings:
@@ -41,6 +42,7 @@ def pod_client_settings(settings: Settings) -> PodClientSettings:
             reconnect_delay=settings.ws_reconnect_delay,
             ping_interval=settings.ws_ping_interval,
             idle_timeout=settings.ws_idle_timeout,
+            pong_timeout=settings.ws_pong_timeout,
         ),
         poll_interval=settings.poll_interval,
         history_probe_interval=settings.history_probe_interval,
@@ -109,3 +111,18 @@ def media_pipeline(settings: Settings) -> MediaPipeline:
         cleanup=settings.output_cleanup,
     )
     return MediaPipeline(output_store(settings), URLFetcher(AddressGuard(settings.input_url_allow), fetch), media)
+
+
+def node_timings(settings: Settings) -> NodeTimings | None:
+    """The fleet's learned node durations: in Redis when the URL is Redis (shared by every
+    worker), else in this process only (a ``memory://`` broker in tests); None when disabled."""
+    url = settings.node_timings_url
+    if url is None:
+        return None
+    max_age_s = settings.node_timings_max_age_days * 86400.0
+    store: TimingStore
+    if urlsplit(url).scheme in ("redis", "rediss", "unix"):
+        store = RedisTimingStore.from_url(url, timeout=2.0, max_entries=settings.node_timings_max_entries, max_age_s=max_age_s)
+    else:
+        store = MemoryTimingStore(max_entries=settings.node_timings_max_entries, max_age_s=max_age_s)
+    return NodeTimings(store)

@@ -35,6 +35,12 @@ class ProgressMeta(TypedDict):
     nodes_total: int
     #: 0 = next to run; None when not waiting in the pod's queue
     queue_position: int | None
+    #: estimated seconds left (None while queued, when unknown or after a failure; 0 at success)
+    eta_s: float | None
+    #: seconds since the prompt started running on the pod (None before)
+    elapsed_s: float | None
+    #: seconds the prompt waited in the pod's queue (growing while queued)
+    queued_s: float | None
     #: how the worker follows the prompt: ``websocket``, or ``rest_polling`` after a fallback
     method: str
     #: the pod's name and its URL with credentials redacted
@@ -88,6 +94,9 @@ def progress_meta(state: JobProgressState, *, pod: str, server_url: str, attempt
         "nodes_done": state.nodes_done,
         "nodes_total": state.nodes_total,
         "queue_position": state.queue_position,
+        "eta_s": _tenths(state.eta_s),
+        "elapsed_s": _tenths(state.elapsed_s),
+        "queued_s": _tenths(state.queued_s),
         "method": state.method,
         "pod": pod,
         "server_url": server_url,
@@ -95,6 +104,10 @@ def progress_meta(state: JobProgressState, *, pod: str, server_url: str, attempt
         "attempt": attempt,
         "updated_at": published_at,
     }
+
+
+def _tenths(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
 
 
 def task_result(result: WorkflowResult, *, pod: str, media: dict[str, Any] | None = None) -> TaskResult:

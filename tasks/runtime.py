@@ -14,7 +14,7 @@ import threading
 from celery import Celery
 
 from config.settings import Settings
-from config.wiring import media_pipeline, pod_pool
+from config.wiring import media_pipeline, node_timings, pod_pool
 from worker.fleet.analytics import Analytics, make_sink
 
 __all__ = ["Runtime", "runtime"]
@@ -27,6 +27,8 @@ class Runtime:
         self.settings = settings
         self.pool = pod_pool(settings)
         self.media = media_pipeline(settings)
+        #: the fleet's learned node durations (None: disabled, priors only)
+        self.timings = node_timings(settings)
         self.analytics = Analytics(
             make_sink(settings.analytics_sink, posthog_api_key=settings.posthog_api_key, posthog_host=settings.posthog_host)
         )

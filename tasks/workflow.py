@@ -126,7 +126,9 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
         attempt = int(self.request.retries or 0) + 1
         pod = _choose_pod(self, rt, opts, prompt_id, attempt)
         observer = TaskObserver(self, pod=pod, attempt=attempt, job_type=opts.job_type, cancellation=cancellation, accepted=accepted)
-        runner = ComfyUIJobRunner(rt.pool.client(pod), analytics=rt.analytics, throttle_interval=settings.progress_throttle)
+        runner = ComfyUIJobRunner(
+            rt.pool.client(pod), analytics=rt.analytics, throttle_interval=settings.progress_throttle, timings=rt.timings
+        )
         log.info("task %s (attempt %d): running on pod %s (%s)", prompt_id, attempt, pod.name, pod.safe_url)
         try:
             with cancel_on_sigusr1(cancellation, limit):

@@ -50,6 +50,8 @@ def test_poller_sees_progress_then_success(broker: str, visible_sim: ComfyUISimu
     progress = [info for state, info in seen if state == "PROGRESS"]
     assert len(progress) >= 3
     assert all(set(meta) == META_KEYS for meta in progress)
+    running = [meta for meta in progress if meta["status"] == "running"]
+    assert running and all(isinstance(meta["eta_s"], float) and isinstance(meta["elapsed_s"], float) for meta in running)
     values = [meta["progress"] for meta in progress]
     assert values == sorted(values) and max(values) <= 100.0
     assert any(meta["node_type"] == "KSampler" and meta["step"] for meta in progress)

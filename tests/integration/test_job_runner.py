@@ -15,6 +15,7 @@ from worker.comfyui.pod_client import ComfyUIPodClient
 from worker.comfyui.progress import JobProgressState, JobStatus
 from worker.fleet.analytics import Analytics, MemorySink
 from worker.fleet.job_runner import ComfyUIJobRunner
+from worker.fleet.node_timings import MemoryTimingStore, NodeTimings
 from worker.simulator import ComfyUISimulator
 
 
@@ -65,3 +66,15 @@ def test_a_raising_sink_and_progress_consumer_never_break_the_job(sim: ComfyUISi
     result = runner.run(slow_workflow(steps=3), prompt_id="r3", observer=Broken())
     assert result.status == "success"
     assert "analytics backend down" in caplog.text and "consumer bug" in caplog.text
+
+
+def test_the_runner_learns_node_timings_and_the_next_job_starts_from_them(sim: ComfyUISimulator) -> None:
+    store = MemoryTimingStore()
+    timings = NodeTimings(store)
+    runner = ComfyUIJobRunner(ComfyUIPodClient(sim.url, settings=SETTINGS), timings=timings)
+    workflow = slow_workflow(steps=10, seconds_per_step=0.2)
+    runner.run(workflow, prompt_id="learn-1")
+    timings.close()  # the write happens in the background, after the result
+    assert len(store) == 2  # LabSlowProgress and LabTextOutput
+    model = NodeTimings(store).model_for(workflow)
+    assert len(model) == 2

@@ -112,7 +112,8 @@ def test_drop_mid_job_without_reconnect_falls_back_to_polling(
     sim.faults.drop_sockets(at_event="progress", occurrence=2)
     when_connected(events, lambda: sim.faults.refuse_websocket(times=10))
     job = Job(client)
-    result = job.run(slow_workflow(steps=12), prompt_id="drop-fb")
+    # long enough to outlast the reconnect attempts: the probes made while they run would find a shorter job's end
+    result = job.run(slow_workflow(steps=60), prompt_id="drop-fb")
     assert (result.method, result.fallback_reason) == ("rest_polling", "error")
     assert counts(sim)["POST /prompt"] == 1  # one prompt, one submission
     assert [e.reason for e in events if isinstance(e, FallbackEvent)] == ["error"]

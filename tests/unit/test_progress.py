@@ -53,7 +53,7 @@ def test_progress_is_monotonic_below_100_and_100_only_when_confirmed(
 
 def test_txt2img_curve_ours_against_the_naive_formula() -> None:
     (prompt_id, workflow, messages) = _prompts(next(f for f in trace_files() if f.stem == "success-ksampler"))[0]
-    tracker = ProgressTracker(prompt_id, workflow, clock=FakeClock())
+    tracker = ProgressTracker(prompt_id, workflow, clock=FakeClock(), estimate="steps")
     naive, ours = [], []
     for message in messages:
         tracker.apply(message)
@@ -73,7 +73,7 @@ def test_txt2img_curve_ours_against_the_naive_formula() -> None:
 def test_cached_nodes_leave_the_denominator() -> None:
     path = next(f for f in trace_files() if f.stem == "cached-rerun")
     _, (p2, w2, m2), (p3, w3, m3) = _prompts(path)
-    partial = ProgressTracker(p3, w3, clock=FakeClock())
+    partial = ProgressTracker(p3, w3, clock=FakeClock(), estimate="steps")
     for message in m3:
         partial.apply(message)
         if isinstance(message, p.ProgressData) and message.prompt_id == p3 and message.value == 3:

@@ -121,6 +121,12 @@ class PromptFollower:
         with self._lock:
             self._trackers.pop(prompt_id, None)
 
+    @property
+    def watching(self) -> bool:
+        """Some prompt is watched (its socket is then kept under a closer liveness check)."""
+        with self._lock:
+            return bool(self._trackers)
+
     def feed(self, frame: p.ComfyUIMessage | p.BinaryFrame) -> list[Decision]:
         match frame:
             case p.MalformedMessage() | p.MalformedBinary():

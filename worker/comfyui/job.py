@@ -13,6 +13,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import Executor, Future
 from typing import Any, Literal
 
 from worker.comfyui import protocol as p
@@ -28,8 +29,9 @@ from worker.comfyui.errors import (
 )
 from worker.comfyui.job_request import JobRequest, PodClientSettings
 from worker.comfyui.observer import FallbackEvent, FallbackReason, JobEvents, JobFinished
+from worker.comfyui.probe_schedule import ProbeTimes
 from worker.comfyui.progress import JobStatus, ProgressTracker
-from worker.comfyui.rest_client import ComfyUIRestClient
+from worker.comfyui.rest_client import ComfyUIRestClient, SubmittedPrompt
 from worker.comfyui.results import WorkflowResult, check_result_size, error_from_history, files_from_outputs, history_outcome
 from worker.comfyui.workflow import validate_workflow
 
@@ -64,11 +66,20 @@ class PromptJob:
         self.deadline = Deadline(clock, request.timeout if request.timeout is not None else settings.job_timeout)
         self.submitted = not request.submit
         self.started = clock.monotonic()
-        self.tracker = ProgressTracker(self.prompt_id, self.workflow, clock=clock)
+        self.tracker = ProgressTracker(self.prompt_id, self.workflow, clock=clock, durations=request.durations)
         self.method: Literal["websocket", "rest_polling"] = "websocket"
         self.fallback_reason: str | None = None
         self.node_errors: dict[str, Any] = {}
         self.missing = 0
+        #: the ``POST /prompt`` in flight on the WebSocket path (events may end the job before its reply)
+        self.submitting: Future[SubmittedPrompt] | None = None
+        #: stops that POST's retries and lost-reply recovery once the job is over (or cancelled)
+        self.submit_cancel = threading.Event()
+        self.probe_times = ProbeTimes(
+            healthy_s=settings.history_probe_interval,
+            down_min_s=min(settings.fault_probe_interval, settings.poll_interval),
+            down_max_s=settings.poll_interval,
+        )
 
     @staticmethod
     def new_prompt_id(request: JobRequest) -> str:
@@ -80,6 +91,7 @@ class PromptJob:
         self.events.progress(self.tracker.state())
 
     def tick(self) -> None:
+        self.publish()  # the time estimate moves between events (unchanged states are not delivered)
         self.events.tick()
 
     def fall_back(self, reason: FallbackReason, error: ComfyUIError) -> None:
@@ -90,7 +102,8 @@ class PromptJob:
     def finished(self, result: WorkflowResult | None, error: ComfyUIError | None) -> None:
         self.events.flush()
         duration = self.clock.monotonic() - self.started
-        self.events.finished(JobFinished(self.prompt_id, self.method, duration, self.events.published, result, error))
+        timings = tuple(self.tracker.observations()) if result is not None else ()
+        self.events.finished(JobFinished(self.prompt_id, self.method, duration, self.events.published, result, error, timings))
 
     # ------------------------------------------------------------------ submitting
 
@@ -110,10 +123,37 @@ class PromptJob:
         return None
 
     def submit(self, client_id: str | None) -> None:
+        if self.submitting is not None:  # a fallback while the POST is in flight: its reply decides
+            future, self.submitting = self.submitting, None
+            self.accepted(future.result())
         if self.submitted:
             return
         self.check_stop()
-        submitted = self.rest.queue_prompt(self.workflow, self.prompt_id, client_id, extra_data=self.extra_data, cancel=self.cancel)
+        self.tracker.submitted()
+        self.accepted(self.rest.queue_prompt(self.workflow, self.prompt_id, client_id, extra_data=self.extra_data, cancel=self.cancel))
+
+    def submit_in_background(self, executor: Executor, client_id: str) -> None:
+        """``POST /prompt`` on ``executor`` while the caller follows the socket, so a reply that
+        comes after the prompt's end (a slow proxy) does not hold the result back: the prompt id
+        is ours, and events carrying it are proof enough that the pod accepted it. Its error
+        (validation, transport) still ends the job, through :meth:`take_reply`."""
+        if self.submitted:
+            return
+        self.check_stop()
+        self.tracker.submitted()
+        self.submitting = executor.submit(
+            self.rest.queue_prompt, self.workflow, self.prompt_id, client_id, extra_data=self.extra_data, cancel=self.submit_cancel
+        )
+
+    def take_reply(self) -> None:
+        """The background POST's reply, once it is in (raises what ``queue_prompt`` raised)."""
+        future = self.submitting
+        if future is None or not future.done():
+            return
+        self.submitting = None
+        self.accepted(future.result())
+
+    def accepted(self, submitted: SubmittedPrompt) -> None:
         self.submitted = True
         self.node_errors = submitted.node_errors
         self.events.submitted(submitted)
@@ -148,7 +188,10 @@ class PromptJob:
                 result = None
             if result is not None:
                 return result
-            self.wait(self.settings.poll_interval)
+            # after a fallback mid-job the end is watched closely as it nears; polling from the
+            # start keeps its plain pace (and its request budget)
+            mid_job = self.fallback_reason == "error"
+            self.wait(self.probe_times.down_interval(self.tracker.state().eta_s) if mid_job else self.settings.poll_interval)
 
     def wait(self, seconds: float) -> None:
         end = self.clock.monotonic() + seconds
@@ -233,6 +276,7 @@ class PromptJob:
 
     def check_stop(self) -> None:
         if self.cancel.is_set():
+            self.submit_cancel.set()
             self.abort("cancelled")
             self.end(JobStatus.CANCELLED)
             raise self.cancelled()
@@ -247,7 +291,7 @@ class PromptJob:
 
     def abort(self, why: str) -> None:
         """Best effort: delete a queued prompt, interrupt a running one (by its id only)."""
-        if not self.submitted:
+        if not self.submitted and self.submitting is None:
             return
         budget = Deadline(self.clock, self.settings.abort_timeout * 2)
 

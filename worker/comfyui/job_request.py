@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from worker.comfyui.http_transport import HTTPSettings
+from worker.comfyui.node_costs import DurationModel
 from worker.comfyui.websocket_client import WebSocketSettings
 
 __all__ = ["ExecutionPath", "JobRequest", "PodClientSettings"]
@@ -40,6 +41,8 @@ class JobRequest:
     reattach: bool = False
     #: at most one progress update per this many seconds (the final one at once; 0: every change)
     progress_interval: float = 0.0
+    #: expected node durations for the time estimate (the fleet's learned ones; None: priors)
+    durations: DurationModel | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class PodClientSettings:
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
     #: REST polling period (today's behaviour: 2 s)
     poll_interval: float = 2.0
+    #: while the socket is down mid-job (reconnecting, or after a fallback), the shortest pause
+    #: between history probes, used when the estimated end is near (see ``probe_schedule``)
+    fault_probe_interval: float = 0.3
     #: while on the WebSocket, how often history is probed in case the socket went deaf
     history_probe_interval: float = 5.0
     #: a prompt not started this long after its submission gets its queue position from /queue

@@ -29,6 +29,7 @@ from worker.comfyui.throttle import Throttle
 
 if TYPE_CHECKING:
     from worker.comfyui.errors import ComfyUIError
+    from worker.comfyui.eta import Observation
     from worker.comfyui.rest_client import SubmittedPrompt
     from worker.comfyui.results import WorkflowResult
     from worker.comfyui.websocket_client import ConnectionEvent
@@ -76,6 +77,8 @@ class JobFinished:
     progress_updates: int
     result: WorkflowResult | None = None
     error: ComfyUIError | None = None
+    #: after a success, each node's measured timing (what the fleet learns durations from)
+    timings: tuple[Observation, ...] = ()
 
 
 class JobObserver:

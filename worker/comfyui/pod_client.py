@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
@@ -38,6 +39,7 @@ from worker.comfyui.errors import (
 from worker.comfyui.job import PromptJob
 from worker.comfyui.job_request import ExecutionPath, JobRequest, PodClientSettings
 from worker.comfyui.observer import FallbackEvent, FallbackReason, JobEvents, JobObserver, Preview
+from worker.comfyui.probe_schedule import ProbeSchedule
 from worker.comfyui.progress import JobStatus
 from worker.comfyui.rest_client import ComfyUIRestClient
 from worker.comfyui.results import WorkflowResult
@@ -85,6 +87,10 @@ class ComfyUIPodClient:
         self._ws_factory = ws_factory
         #: observers of every job run by this client (a job's own come after them)
         self.observers = tuple(observers)
+        #: threads for the ``POST /prompt`` of jobs on the WebSocket path: started on demand and
+        #: reused (idle ones first), at most 32, so their HTTP sessions stay bounded too
+        self._submitter: ThreadPoolExecutor | None = None
+        self._submitter_lock = threading.Lock()
 
     @property
     def server(self) -> ServerURL:
@@ -96,7 +102,17 @@ class ComfyUIPodClient:
         return self.rest.server_url
 
     def close(self) -> None:
+        with self._submitter_lock:
+            submitter, self._submitter = self._submitter, None
+        if submitter is not None:
+            submitter.shutdown(wait=False, cancel_futures=True)
         self.rest.close()
+
+    def _submit_executor(self) -> ThreadPoolExecutor:
+        with self._submitter_lock:
+            if self._submitter is None:
+                self._submitter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="comfyui-submit")
+            return self._submitter
 
     # ------------------------------------------------------------------ the entry point
 
@@ -172,6 +188,7 @@ class ComfyUIPodClient:
                 job.fall_back("error", exc)
                 return job.poll()
         finally:
+            job.submit_cancel.set()  # a POST reply still in flight is no longer needed
             ws.close()
 
     def _require_healthy(self) -> None:
@@ -210,7 +227,7 @@ class ComfyUIPodClient:
             ws.on_connection(put("connection")),
         ]
         try:
-            job.submit(ws.client_id)
+            job.submit_in_background(self._submit_executor(), ws.client_id)
             self.log.info("comfyui prompt %s submitted to %s, following over WebSocket", job.prompt_id, self.server_url)
             return self._follow_loop(job, events)
         finally:
@@ -221,11 +238,12 @@ class ComfyUIPodClient:
     def _follow_loop(self, job: PromptJob, events: queue.Queue[tuple[str, Any]]) -> WorkflowResult:
         # a prompt behind others hears nothing on the socket until it starts: an early look at
         # /queue gives the caller its position at once (skipped if it has started by then)
-        next_probe = self.clock.monotonic() + min(self.settings.queued_probe_delay, self.settings.history_probe_interval)
+        schedule = ProbeSchedule(job.probe_times, self.clock.monotonic() + min(self.settings.queued_probe_delay, job.probe_times.healthy_s))
         early_look = True
         while True:
             job.check_stop()
-            wait = job.deadline.cap(max(0.0, min(self.settings.wait_slice, next_probe - self.clock.monotonic())))
+            job.take_reply()
+            wait = job.deadline.cap(max(0.0, min(self.settings.wait_slice, schedule.wait(self.clock.monotonic()))))
             try:
                 kind, value = events.get(timeout=max(0.001, wait))
             except queue.Empty:
@@ -238,16 +256,21 @@ class ComfyUIPodClient:
                 raise value
             elif kind == "preview":
                 self._on_preview(job, value)
-            elif kind == "connection" and value.kind == "reconnected":
-                # events sent while we were away are lost: ask history what happened meanwhile
-                next_probe, early_look = self.clock.monotonic(), False
-            if self.clock.monotonic() >= next_probe:
+            elif kind == "connection" and value.kind in ("disconnected", "reconnected"):
+                # events sent while the socket is away are lost: history tells what happens meanwhile,
+                # at once and then often while it is down (see probe_schedule)
+                (schedule.down if value.kind == "disconnected" else schedule.up)(self.clock.monotonic())
+                if value.kind == "disconnected":
+                    job.tracker.stream_gap()
+                early_look = False
+            # no probe while the POST is in flight: the pod may not know the prompt yet
+            if schedule.due(self.clock.monotonic()) and job.submitting is None:
                 if not early_look or job.tracker.state().status is JobStatus.QUEUED:
                     result = self._safety_probe(job)
                     if result is not None:
                         return result
                 early_look = False
-                next_probe = self.clock.monotonic() + self.settings.history_probe_interval
+                schedule.probed(self.clock.monotonic(), job.tracker.state().eta_s)
             job.tick()
 
     def _on_preview(self, job: PromptJob, frame: p.PreviewImage | p.PreviewImageWithMetadata) -> None:

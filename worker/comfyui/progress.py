@@ -18,10 +18,12 @@ import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from worker.comfyui import protocol as p
 from worker.comfyui.clock import Clock
+from worker.comfyui.eta import EtaEstimator, Observation
+from worker.comfyui.node_costs import DurationModel
 
 __all__ = ["JobProgressState", "JobStatus", "ProgressTracker", "naive_progress", "node_weights"]
 
@@ -54,15 +56,27 @@ class JobProgressState:
     queue_position: int | None = None
     method: str = "websocket"
     updated_at: float = 0.0
+    #: seconds left by the time estimate (None: not running, or unknown)
+    eta_s: float | None = None
+    #: seconds since the prompt started running on the pod (None: not started)
+    elapsed_s: float | None = None
+    #: seconds the prompt waited in the pod's queue (so far, while queued)
+    queued_s: float | None = None
 
     def same_as(self, other: JobProgressState | None) -> bool:
-        """Equal in everything but the timestamp: the throttle's notion of 'no change'."""
-        return other is not None and replace(self, updated_at=0.0) == replace(other, updated_at=0.0)
+        """Equal in everything but the clocks: the throttle's notion of 'no change' (time passing
+        alone is not news; progress that moved with it is)."""
+        return other is not None and self._untimed() == other._untimed()
+
+    def _untimed(self) -> JobProgressState:
+        return replace(self, updated_at=0.0, eta_s=None, elapsed_s=None, queued_s=None)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["status"] = self.status.value
         data["progress"] = round(self.progress, 1)
+        for key in ("eta_s", "elapsed_s", "queued_s"):
+            data[key] = None if data[key] is None else round(data[key], 1)
         return data
 
 
@@ -99,6 +113,11 @@ def _fraction(value: float, maximum: float) -> float:
 class ProgressTracker:
     """Folds one prompt's events into a :class:`JobProgressState`. Pure: no I/O, injected clock.
 
+    ``estimate="time"`` (the default) shows the elapsed share of the estimated run time
+    (:mod:`worker.comfyui.eta`, with ``durations`` learned on the fleet, else priors), so it
+    moves with time, also between events; ``"steps"`` the step-weighted fraction of the graph.
+    Either way the value shown is monotonic, below 100 until success and exactly 100 at success.
+
     Thread-safe: a WebSocket thread may feed it while the job's thread reads and completes it.
     """
 
@@ -110,10 +129,14 @@ class ProgressTracker:
         clock: Clock,
         method: str = "websocket",
         weights: Mapping[str, float] | None = None,
+        durations: DurationModel | None = None,
+        estimate: Literal["time", "steps"] = "time",
     ) -> None:
         self.prompt_id = prompt_id
         self.method = method
         self._clock = clock
+        self._estimate = estimate
+        self._eta = EtaEstimator(prompt_id, workflow, durations)
         self._types = {k: str(v.get("class_type")) for k, v in workflow.items() if isinstance(v, dict)}
         self._weights = node_weights(workflow, weights)
         self._fraction: dict[str, float] = {}
@@ -134,8 +157,14 @@ class ProgressTracker:
         """Fold one message in; messages of other prompts are ignored. True if anything changed."""
         with self._lock:
             before = self.state(stamp=False)
+            self._eta.apply(message, self._clock.monotonic())
             self._apply(message)
             return not self.state(stamp=False).same_as(before)
+
+    def submitted(self) -> None:
+        """The prompt is being submitted: its queue wait starts."""
+        with self._lock:
+            self._eta.submitted(self._clock.monotonic())
 
     def _apply(self, message: p.ComfyUIMessage) -> None:
         if isinstance(message, p.ExecutingData) and message.is_reconnect_replay:
@@ -223,10 +252,15 @@ class ProgressTracker:
     def _recompute(self) -> None:
         if self._status is JobStatus.COMPLETED:
             return
-        live = [n for n in self._weights if n not in self._cached]
-        total = sum(self._weights[n] for n in live)
-        done = sum(self._weights[n] * self._fraction.get(n, 0.0) for n in live)
-        raw = 100.0 * done / total if total else 0.0
+        if self._estimate == "time":
+            if self._status is not JobStatus.RUNNING or self._eta.started_at is None:
+                return  # queued: 0; failed or interrupted: where it stopped
+            raw = self._eta.estimate(self._clock.monotonic()).progress
+        else:
+            live = [n for n in self._weights if n not in self._cached]
+            total = sum(self._weights[n] for n in live)
+            done = sum(self._weights[n] * self._fraction.get(n, 0.0) for n in live)
+            raw = 100.0 * done / total if total else 0.0
         self._progress = max(self._progress, min(raw, RUNNING_CAP))
 
     def set_queue_position(self, position: int | None) -> None:
@@ -238,6 +272,7 @@ class ProgressTracker:
     def complete(self) -> None:
         """Success confirmed (history says so): exactly 100 %."""
         with self._lock:
+            self._eta.finished(self._clock.monotonic())
             self._status = JobStatus.COMPLETED
             self._progress = 100.0
             self._finished.update(n for n in self._weights if n not in self._cached)
@@ -251,7 +286,22 @@ class ProgressTracker:
                 self._status = status
 
     def set_method(self, method: str) -> None:
-        self.method = method
+        """``rest_polling``: no more events; the time estimate counts down from where it is."""
+        with self._lock:
+            self.method = method
+            if method == "rest_polling":
+                self._eta.blind(self._clock.monotonic())
+
+    def stream_gap(self) -> None:
+        """The socket dropped: events are lost until it is back (the time estimate goes on, but
+        the nodes running now are not learned from)."""
+        with self._lock:
+            self._eta.gap()
+
+    def observations(self) -> list[Observation]:
+        """The measured node timings, for the fleet to learn from (after success)."""
+        with self._lock:
+            return self._eta.observations()
 
     # ------------------------------------------------------------------ output
 
@@ -261,10 +311,12 @@ class ProgressTracker:
 
     def state(self, *, stamp: bool = True) -> JobProgressState:
         with self._lock:
+            self._recompute()  # time moves progress between events too
             return self._snapshot(stamp)
 
     def _snapshot(self, stamp: bool) -> JobProgressState:
         live = [n for n in self._weights if n not in self._cached]
+        timing = self._eta.estimate(self._clock.monotonic())
         return JobProgressState(
             prompt_id=self.prompt_id,
             progress=self._progress,
@@ -278,4 +330,7 @@ class ProgressTracker:
             queue_position=self._queue_position,
             method=self.method,
             updated_at=self._clock.time() if stamp else 0.0,
+            eta_s=timing.eta_s if self._status in (JobStatus.RUNNING, JobStatus.COMPLETED) else None,
+            elapsed_s=timing.elapsed_s,
+            queued_s=timing.queued_s,
         )

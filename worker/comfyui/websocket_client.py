@@ -65,6 +65,9 @@ class WebSocketSettings:
     #: ComfyUI never pings: we do, and a socket that answers nothing for ``idle_timeout`` is dead
     ping_interval: float = 10.0
     idle_timeout: float = 30.0
+    #: while a prompt is watched, a socket quiet this long is pinged (no HTTP request; a busy one never)
+    quiet_ping_after: float = 0.5
+    pong_timeout: float = 1.0  #: no frame this long after a ping: dead, open or not (0: off)
     read_slice: float = 0.25
     send_feature_flags: bool = True
     max_frame_bytes: int = p.MAX_FRAME_BYTES
@@ -285,13 +288,14 @@ class ComfyUIWebSocketClient:
             if ws is None:
                 return "error", None
             now = self._clock.monotonic()
-            if now - self._last_frame_at > settings.idle_timeout:
+            unanswered = self._last_ping_at > self._last_frame_at and 0 < settings.pong_timeout < now - self._last_ping_at
+            if now - self._last_frame_at > settings.idle_timeout or unanswered:
                 self._log.warning(
                     "comfyui websocket silent for %.1f s, treating it as dead client_id=%s", now - self._last_frame_at, self.client_id
                 )
                 return "idle", None
             try:
-                if now - self._last_ping_at >= settings.ping_interval:
+                if self._ping_due(now):
                     self._last_ping_at = now
                     ws.ping(b"comfy-celery")
                 opcode, data = ws.recv_data(control_frame=True)
@@ -313,6 +317,11 @@ class ComfyUIWebSocketClient:
             if opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
                 self.handle_frame(data, binary=opcode == websocket.ABNF.OPCODE_BINARY)
         return "closing", None
+
+    def _ping_due(self, now: float) -> bool:
+        """Every ``ping_interval``; while a prompt is watched, also once quiet for ``quiet_ping_after``."""
+        quiet = self._events.follower.watching and now - self._last_frame_at >= self.settings.quiet_ping_after
+        return (quiet and self._last_ping_at <= self._last_frame_at) or now - self._last_ping_at >= self.settings.ping_interval
 
     def _reconnect(self, reason: str, close_code: int | None) -> bool:
         with self._lock:

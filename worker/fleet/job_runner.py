@@ -31,8 +31,9 @@ from worker.fleet.analytics import (
     WebSocketDisconnected,
     WebSocketFallback,
 )
+from worker.fleet.node_timings import NodeTimings
 
-__all__ = ["JOB_TYPES", "AnalyticsObserver", "ComfyUIJobRunner"]
+__all__ = ["JOB_TYPES", "AnalyticsObserver", "ComfyUIJobRunner", "LearningObserver"]
 
 JOB_TYPES = ("image_generation", "lora_training", "face_swap")
 
@@ -63,6 +64,18 @@ class AnalyticsObserver(JobObserver):
             self.analytics.emit(JobCompleted(finished.prompt_id, finished.duration_s, finished.progress_updates, finished.result.method))
 
 
+class LearningObserver(JobObserver):
+    """After a success, the job's node timings go to the fleet's learned durations (in the
+    background: the write never delays the result)."""
+
+    def __init__(self, timings: NodeTimings) -> None:
+        self.timings = timings
+
+    def on_finished(self, finished: JobFinished) -> None:
+        if finished.result is not None and finished.timings:
+            self.timings.learn_later(finished.timings)
+
+
 class ComfyUIJobRunner:
     def __init__(
         self,
@@ -71,8 +84,11 @@ class ComfyUIJobRunner:
         analytics: Analytics | None = None,
         throttle_interval: float = 1.0,
         logger: logging.Logger | None = None,
+        timings: NodeTimings | None = None,
     ) -> None:
         self.pod = pod
+        #: learned node durations: read before each job (its time estimate), written after a success
+        self.timings = timings
         self.analytics = analytics or Analytics()
         self.throttle_interval = throttle_interval
         self._log = logger or logging.getLogger(__name__)
@@ -92,9 +108,19 @@ class ComfyUIJobRunner:
 
         Raises the :mod:`worker.comfyui.errors` hierarchy; the failure is also reported to analytics.
         """
-        observers = [AnalyticsObserver(self.analytics, job_type), *([observer] if observer is not None else [])]
+        observers: list[JobObserver] = [AnalyticsObserver(self.analytics, job_type)]
+        if self.timings is not None:
+            observers.append(LearningObserver(self.timings))
+        if observer is not None:
+            observers.append(observer)
         request = JobRequest(
-            workflow, prompt_id=prompt_id, client_id=client_id, timeout=timeout, reattach=True, progress_interval=self.throttle_interval
+            workflow,
+            prompt_id=prompt_id,
+            client_id=client_id,
+            timeout=timeout,
+            reattach=True,
+            progress_interval=self.throttle_interval,
+            durations=self.timings.model_for(workflow) if self.timings is not None else None,
         )
         try:
             result = self.pod.run(request, observers=observers, cancel=cancel)

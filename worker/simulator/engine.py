@@ -39,6 +39,7 @@ from worker.simulator.graph import ExecutionOrder, cache_keys
 from worker.simulator.media import solid_jpeg
 from worker.simulator.nodes import NODE_CLASSES, NodeFailure, NodeOutcome
 from worker.simulator.prompt_records import QueueItem, history_entry, node_error, now_ms
+from worker.simulator.timing_profile import TimingProfile
 
 __all__ = ["Emitter", "Engine", "SimulatorTiming"]
 
@@ -60,6 +61,8 @@ class SimulatorTiming:
     #: delay between ``execution_success`` and the history write (the real gap is tiny)
     history_delay_seconds: float = 0.0
     per_class_seconds: dict[str, float] = field(default_factory=dict)
+    #: durations by node class and inputs (e.g. ``RealisticTiming``), instead of the flat ones above
+    profile: TimingProfile | None = None
 
 
 class Emitter(Protocol):
@@ -196,6 +199,8 @@ class Engine:
             self._cache.clear()
         else:
             self._free_after_prompt = True
+        if self.timing.profile is not None:
+            self.timing.profile.unload()
 
     def _emit(self, message: KnownMessage, client_id: str | None, broadcast_without_client: bool, generation: int) -> None:
         if generation != self.generation:
@@ -341,13 +346,15 @@ class Engine:
     ) -> None:
         cls = NODE_CLASSES[class_type]
         steps = int(inputs.get(cls.progress_input, 0)) if cls.progress_input else 0
+        fixed, profiled_step = self.timing.profile.durations(class_type, inputs) if self.timing.profile else (None, None)
         if steps <= 0:
-            await self._sleep(self.timing.per_class_seconds.get(class_type, self.timing.node_seconds))
+            await self._sleep(fixed if fixed is not None else self.timing.per_class_seconds.get(class_type, self.timing.node_seconds))
             return
         if cls.step_seconds_input is not None:
             step = float(inputs.get(cls.step_seconds_input, 0.0)) * self.timing.input_time_scale
         else:
-            step = self.timing.sampler_step_seconds
+            step = profiled_step if profiled_step is not None else self.timing.sampler_step_seconds
+        await self._sleep(fixed or 0.0)
         metadata = client is not None and self.emitter.wants_metadata(client)
         for k in range(1, steps + 1):
             await self._sleep(step)
