@@ -35,6 +35,9 @@ from worker.comfyui.rest_client import ComfyUIRestClient, SubmittedPrompt
 from worker.comfyui.results import WorkflowResult, check_result_size, error_from_history, files_from_outputs, history_outcome
 from worker.comfyui.workflow import validate_workflow
 
+#: How long a prompt that ended on its events waits for its ``POST /prompt`` reply (node_errors).
+REPLY_GRACE_S = 0.25
+
 __all__ = ["PromptJob"]
 
 
@@ -153,6 +156,27 @@ class PromptJob:
         self.submitting = None
         self.accepted(future.result())
 
+    def settle_reply(self) -> None:
+        """A prompt that ended on its events may still have its ``POST /prompt`` reply in flight
+        (our thread has not read it yet, or a slow proxy holds it). Only the reply carries
+        ``node_errors`` (outputs ComfyUI dropped after a partial validation failure), so it gets
+        :data:`REPLY_GRACE_S` to arrive; a reply later than that costs the result its
+        ``node_errors``, never its latency beyond the grace."""
+        future = self.submitting
+        if future is None:
+            return
+        try:
+            submitted = future.result(timeout=REPLY_GRACE_S)
+        except TimeoutError:
+            self.log.info("comfyui prompt %s ended before its POST /prompt reply: node_errors unknown", self.prompt_id)
+            return
+        except ComfyUIError as exc:  # the events proved the prompt ran: its result stands
+            self.log.warning("comfyui prompt %s ran, but its POST /prompt reply failed: %s", self.prompt_id, exc)
+            self.submitting = None
+            return
+        self.submitting = None
+        self.accepted(submitted)
+
     def accepted(self, submitted: SubmittedPrompt) -> None:
         self.submitted = True
         self.node_errors = submitted.node_errors
@@ -244,6 +268,7 @@ class PromptJob:
             if self.cancel.is_set():
                 raise self.cancelled()
             raise error_from_history(self.prompt_id, entry)
+        self.settle_reply()
         self.tracker.complete()
         self.publish()
         outputs = entry.get("outputs") if isinstance(entry.get("outputs"), dict) else {}
