@@ -26,6 +26,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -132,8 +133,8 @@ class WebhookSender:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._in_flight = 0
-        #: (msg_id, attempt, status or error text) per attempt, for logs and tests
-        self.attempts: list[tuple[str, int, int | str]] = []
+        #: (msg_id, attempt, status or error text) of the latest attempts, for logs and tests
+        self.attempts: deque[tuple[str, int, int | str]] = deque(maxlen=1000)
 
     # ----------------------------------------------------------- producer side (the task)
 
