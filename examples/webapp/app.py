@@ -45,9 +45,9 @@ def _txt2img() -> dict[str, Any]:
 
 
 SAMPLES: dict[str, dict[str, Any]] = {"txt2img": _txt2img()}
-#: what an uploaded image goes through: LoadImage names the input "image" (the media pipeline uploads it to the pod)
+#: what an uploaded image goes through: LoadImage refers to the input "image" (the media pipeline uploads it to the pod)
 UPLOAD_WORKFLOW: dict[str, Any] = {
-    "1": {"class_type": "LoadImage", "inputs": {"image": "image"}},
+    "1": {"class_type": "LoadImage", "inputs": {"image": "input:image"}},
     "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
     "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "inverted"}},
 }
@@ -67,25 +67,42 @@ def sse_events(updates: Iterator[JobView]) -> Iterator[str]:
 
 
 def output_location(result: Mapping[str, Any], index: int = 0) -> str | None:
-    """Where the ``index``-th output image can be fetched: the output store's URL when the
-    result has one (``url``: a presigned HTTPS URL), else the pod's ``/view``."""
-    images = [f for f in result.get("files", []) if isinstance(f, Mapping) and f.get("kind") == "image"]
+    """Where the ``index``-th output image is: in the output store when the workers have one
+    (the result's ``media`` section: its presigned HTTPS URL, or a ``file://`` URL of a file
+    store on this machine), else on the pod (``/view``)."""
+    media = result.get("media")
+    stored = media.get("files", []) if isinstance(media, Mapping) else []
+    images = [f for f in stored or result.get("files", []) if isinstance(f, Mapping) and f.get("kind") == "image"]
     if index >= len(images):
         return None
     entry = images[index]
-    for key in ("url", "presigned_url"):
-        if isinstance(entry.get(key), str) and entry[key].startswith(("http://", "https://")):
+    for key in ("presigned_url", "url"):
+        if isinstance(entry.get(key), str) and entry[key].startswith(("http://", "https://", "file://")):
             return str(entry[key])
     query = urllib.parse.urlencode({k: entry.get(k) or "" for k in ("filename", "subfolder", "type")})
     return f"{str(result.get('server_url', '')).rstrip('/')}/view?{query}"
 
 
+def _sniff(body: bytes) -> str:
+    if body.startswith(b"\x89PNG"):
+        return "image/png"
+    return "image/jpeg" if body.startswith(b"\xff\xd8") else "application/octet-stream"
+
+
 def _fetch(url: str) -> tuple[bytes, str]:
-    with urllib.request.urlopen(url, timeout=10) as answer:  # a URL from our own result
-        body = answer.read(MAX_OUTPUT_BYTES + 1)
-        if len(body) > MAX_OUTPUT_BYTES:
-            raise HTTPException(502, "output too large")
-        return body, answer.headers.get_content_type()
+    """Read an output (capped): from the store's presigned URL, a local file store or the pod."""
+    if url.startswith("file://"):
+        path = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+        with path.open("rb") as file:
+            body = file.read(MAX_OUTPUT_BYTES + 1)
+        media_type = _sniff(body)
+    else:
+        with urllib.request.urlopen(url, timeout=10) as answer:  # a URL from our own result
+            body = answer.read(MAX_OUTPUT_BYTES + 1)
+            media_type = answer.headers.get_content_type()
+    if len(body) > MAX_OUTPUT_BYTES:
+        raise HTTPException(502, "output too large")
+    return body, media_type
 
 
 async def _job_of(sample: str, image: UploadFile | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -148,7 +165,7 @@ def create_app(client: ComfyClient) -> FastAPI:
         image = client.preview(job_id)
         if image is None:
             return JSONResponse({"detail": "no preview (yet)"}, status_code=404)
-        media_type = "image/png" if image.startswith(b"\x89PNG") else "image/jpeg"
+        media_type = _sniff(image)
         return Response(image, media_type=media_type, headers={"Cache-Control": "no-store"})
 
     @app.get("/api/jobs/{job_id}/output")

@@ -113,6 +113,9 @@ def test_cancel_from_the_api(site: str) -> None:
 def test_output_location_prefers_the_store() -> None:
     result = {"server_url": "http://pod:8188/", "files": [{"kind": "text"}, {"kind": "image", "filename": "a b.png", "type": "output"}]}
     assert output_location(result) == "http://pod:8188/view?filename=a+b.png&subfolder=&type=output"
-    stored = {"files": [{"kind": "image", "url": "https://bucket.example/x.png?sig=1"}]}
-    assert output_location(stored) == "https://bucket.example/x.png?sig=1"
     assert output_location(result, 1) is None
+    presigned = "https://bucket.example/x.png?X-Amz-Signature=1"
+    stored = {**result, "media": {"files": [{"kind": "image", "url": "s3://bucket/x.png", "presigned_url": presigned}]}}
+    assert output_location(stored) == presigned
+    local = {**result, "media": {"files": [{"kind": "image", "url": "file:///srv/out/x.png", "presigned_url": None}]}}
+    assert output_location(local) == "file:///srv/out/x.png"
