@@ -23,6 +23,7 @@ README and ``tasks/schema/``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -32,6 +33,8 @@ from typing import Any, TypedDict
 from celery import Celery
 from celery.backends.redis import RedisBackend
 from celery.result import AsyncResult
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tasks.options import TaskOptions
 from worker.comfyui.errors import ComfyUIError
@@ -150,6 +153,48 @@ def enqueue_workflow(
     return result
 
 
+class _Channel:
+    """One watcher's subscription to ``celery-task-meta-<id>``, re-made after a dropped connection."""
+
+    def __init__(self, backend: RedisBackend, job_id: str) -> None:
+        self.backend = backend
+        self.job_id = job_id
+        self.key = backend.get_key_for_task(job_id)
+        self.pubsub: Any = None
+        self.failures = 0
+
+    def open(self, client: ComfyClient) -> JobView:
+        """Subscribe, then read the record: a change between the two is not lost."""
+        self.close()
+        self.pubsub = self.backend.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(self.key)
+        return client.status(self.job_id)
+
+    def next(self, client: ComfyClient, timeout: float, stop: threading.Event | None) -> JobView | None:
+        """The next published record within ``timeout``, or None; after a dropped connection,
+        the record as re-read once subscribed again (backing off up to 5 s per attempt)."""
+        try:
+            message = self.pubsub.get_message(timeout=timeout)
+            self.failures = 0
+        except (RedisConnectionError, RedisTimeoutError):
+            self.failures += 1
+            (stop or threading.Event()).wait(min(timeout, 0.2 * 2**self.failures, 5.0))
+            try:
+                return self.open(client)
+            except (RedisConnectionError, RedisTimeoutError):
+                return None  # the deadline bounds the attempts
+        if message is None or message.get("type") != "message":
+            return None
+        meta = self.backend.decode_result(message["data"])
+        return view_of(self.job_id, str(meta["status"]), meta.get("result"))
+
+    def close(self) -> None:
+        if self.pubsub is not None:
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):  # closing a dead connection
+                self.pubsub.close()
+            self.pubsub = None
+
+
 class ComfyClient:
     """What a web backend holds: one per process, thread-safe (Celery and redis-py pools).
 
@@ -255,18 +300,18 @@ class ComfyClient:
         """Yield the job's view now and on every change, ending with its final state.
 
         Blocks on the backend's pub/sub channel (no polling); ``refresh`` re-reads the record
-        after that many silent seconds all the same (a message lost to a reconnect cannot hang
-        a watcher). ``stop`` ends the iteration early (checked at least every second); the
-        deadline raises :class:`WatchTimeout`."""
+        after that many silent seconds all the same (a lost message cannot hang a watcher). A
+        dropped Redis connection is re-subscribed (then the record re-read) until the deadline.
+        ``stop`` ends the iteration early (checked at least every second); the deadline raises
+        :class:`WatchTimeout`."""
         deadline = time.monotonic() + timeout
         backend = self.celery.backend
         if not isinstance(backend, RedisBackend):  # fall back to reading every second
             yield from self._poll(job_id, deadline, timeout, stop)
             return
-        pubsub = backend.client.pubsub(ignore_subscribe_messages=True)
+        channel = _Channel(backend, job_id)
         try:
-            pubsub.subscribe(backend.get_key_for_task(job_id))
-            view = self.status(job_id)  # after subscribing: a change between the two is not lost
+            view = channel.open(self)
             last: JobView | None = None
             silent_since = time.monotonic()
             while True:
@@ -278,15 +323,13 @@ class ComfyClient:
                 now = time.monotonic()
                 if now >= deadline:
                     raise WatchTimeout(job_id, timeout, view)
-                message = pubsub.get_message(timeout=min(deadline - now, 1.0))
-                if message is not None and message.get("type") == "message":
-                    view = self._decode(job_id, message["data"])
-                    silent_since = time.monotonic()
+                update = channel.next(self, min(deadline - now, 1.0), stop)
+                if update is not None:
+                    view, silent_since = update, time.monotonic()
                 elif time.monotonic() - silent_since >= refresh:
-                    view = self.status(job_id)
-                    silent_since = time.monotonic()
+                    view, silent_since = self.status(job_id), time.monotonic()
         finally:
-            pubsub.close()
+            channel.close()
 
     def wait(self, job_id: str, timeout: float) -> JobView:
         """Block until the job ends; return its final view (:class:`WatchTimeout` after ``timeout``)."""
@@ -301,10 +344,6 @@ class ComfyClient:
         """The result backend's redis-py client, or None for another backend."""
         backend = self.celery.backend
         return backend.client if isinstance(backend, RedisBackend) else None
-
-    def _decode(self, job_id: str, payload: bytes) -> JobView:
-        meta = self.celery.backend.decode_result(payload)
-        return view_of(job_id, str(meta["status"]), meta.get("result"))
 
     def _poll(self, job_id: str, deadline: float, timeout: float, stop: threading.Event | None) -> Iterator[JobView]:
         last: JobView | None = None

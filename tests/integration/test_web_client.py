@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,6 +107,23 @@ def test_watch_does_not_poll_the_backend(broker: str, client: ComfyClient, visib
     gets = after.get("cmdstat_get", {}).get("calls", 0) - before.get("cmdstat_get", {}).get("calls", 0)
     assert gets == 1  # the initial read only
     assert caught.value.last["state"] == "PENDING"
+
+
+def test_watch_survives_a_dropped_redis_connection(broker: str, client: ComfyClient) -> None:
+    """CLIENT KILL cuts the watcher's subscription: it subscribes again, re-reads, and still ends."""
+    seen: list[str] = []
+    watching = threading.Thread(target=lambda: seen.extend(v["state"] for v in client.watch("job-k", timeout=10, refresh=60)))
+    watching.start()
+    admin = redis.Redis.from_url(broker)
+    deadline = time.monotonic() + 5
+    while not admin.pubsub_numsub("celery-task-meta-job-k")[0][1]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1  # type: ignore[no-untyped-call]
+    client.celery.backend.store_result("job-k", {"prompt_id": "job-k"}, "SUCCESS")
+    watching.join(10)
+    admin.close()
+    assert seen == ["PENDING", "SUCCESS"]
 
 
 def test_failure_view_has_the_code(broker: str, client: ComfyClient, visible_sim: ComfyUISimulator) -> None:
