@@ -1,7 +1,8 @@
 """A whole fleet on this machine for the example app: the simulator, a private Redis, one worker.
 
 The same pieces as ``python3 -m worker demo``, kept running while the app serves; the browser
-test and ``bench/web.py`` use it too. Previews are on for every job (``PREVIEWS=on``).
+test and ``bench/web.py`` use it too. Previews are on for every job (``PREVIEWS=on``) and
+outputs go to a file store in a temporary directory (``OUTPUT_STORE``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def local_fleet(
             COMFYUI_SERVERS=f"sim={sim.url}",
             PYTHONPATH=str(ROOT),
             PREVIEWS="on",
+            OUTPUT_STORE=(workdir / "store").as_uri(),  # outputs into a file store: the page shows them from there
             PROGRESS_THROTTLE_SECONDS=os.environ.get("PROGRESS_THROTTLE_SECONDS", "0.2"),
             WORKER_SOFT_SHUTDOWN_TIMEOUT="0",
         )

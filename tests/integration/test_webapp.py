@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from examples.webapp.fleet import LocalFleet, local_fleet
 from tasks.client import ComfyClient
 from tests.integration.webapp_support import chromium, serve
 from tests.schema_support import check
+from worker.simulator.media import solid_png
 
 
 @pytest.fixture
@@ -63,6 +65,14 @@ def test_the_page_shows_progress_previews_and_the_output(site: str, fleet: Local
         screenshot = tmp_path / "webapp.png"
         browser.save_screenshot(str(screenshot))
         print(f"screenshot: {screenshot}")
+        # then an upload: the image goes with the job as an input, the inverted one comes back
+        upload = tmp_path / "green.png"
+        upload.write_bytes(solid_png(16, 16, (0, 200, 0)))
+        first_job = browser.execute_script("return document.body.dataset.job")
+        browser.find_element("id", "image").send_keys(str(upload))
+        browser.find_element("id", "run").click()
+        uploaded = wait_until_done(browser, first_job)
+        browser.save_screenshot(str(tmp_path / "webapp-upload.png"))
     final = seen[-1]
     assert final["state"] == "SUCCESS" and final["outputLoaded"], (final, fleet.worker_log.read_text()[-2000:])
     percents = [s["percent"] for s in seen if s["state"] == "PROGRESS"]
@@ -70,6 +80,19 @@ def test_the_page_shows_progress_previews_and_the_output(site: str, fleet: Local
     assert any("KSampler (node 3): step" in s["status"] for s in seen)
     previews = {s["previewSeq"] for s in seen if s["previewSeq"] and s["previewLoaded"]}
     assert len(previews) >= 2, seen  # the preview image changed, and each one loaded
+    assert uploaded["state"] == "SUCCESS" and uploaded["outputLoaded"], uploaded
+
+
+def wait_until_done(browser: Any, previous_job: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    now: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        now = browser.execute_script(PAGE_STATE)
+        job = browser.execute_script("return document.body.dataset.job")
+        if job != previous_job and now["state"] in ("SUCCESS", "FAILURE", "REVOKED") and (now["outputLoaded"] or now["state"] != "SUCCESS"):
+            return now
+        time.sleep(0.05)
+    raise AssertionError(f"the upload job did not end: {now}")
 
 
 def test_the_json_api_and_the_event_stream(site: str) -> None:
@@ -93,9 +116,26 @@ def test_the_json_api_and_the_event_stream(site: str) -> None:
         check("jobView", update)
     status = requests.get(f"{site}/api/jobs/{job_id}", timeout=5).json()
     assert status == updates[-1]
+    stored = status["result"]["media"]["files"][0]
+    assert stored["url"].startswith("file://")  # the final image comes from the output store
     output = requests.get(f"{site}/api/jobs/{job_id}/output", timeout=10)
     assert output.status_code == 200 and output.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert hashlib.sha256(output.content).hexdigest() == stored["sha256"]
     assert requests.get(f"{site}/api/jobs/no-such-job/preview", timeout=5).status_code == 404
+
+
+def test_an_uploaded_image_is_inverted(site: str) -> None:
+    red = solid_png(8, 8, (255, 0, 0))
+    answer = requests.post(f"{site}/api/jobs", files={"image": ("red.png", red, "image/png")}, timeout=10)
+    job_id = answer.json()["job_id"]
+    final: dict[str, Any] = {}
+    with requests.get(f"{site}/api/jobs/{job_id}/events", stream=True, timeout=30) as stream:
+        for line in stream.iter_lines(decode_unicode=True):
+            if line.startswith("data: {") and '"state"' in line:
+                final = json.loads(line[6:])
+    assert final["state"] == "SUCCESS", final
+    output = requests.get(f"{site}/api/jobs/{job_id}/output", timeout=10)
+    assert output.status_code == 200 and output.content.startswith(b"\x89PNG") and output.content != red
 
 
 def test_cancel_from_the_api(site: str) -> None:
