@@ -7,9 +7,6 @@ naming the variable; secrets never appear in a ``repr``, a log line or an error 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -17,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from config import web_settings
 from worker.comfyui.urls import ServerURL, redact_url
 from worker.fleet.pods import PodConfig
 
@@ -105,17 +103,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("NODE_TIMINGS_MAX_ENTRIES", "5000", "Learned node-duration records kept (the least recently updated go first)."),
     EnvVar("NODE_TIMINGS_MAX_AGE_DAYS", "14", "Learned node durations not updated for this many days are ignored and dropped."),
     # web backends: webhooks and live previews
-    EnvVar(
-        "WEBHOOK_SECRET",
-        "",
-        "Standard Webhooks signing secret (`whsec_` + base64 of 24 to 64 random bytes); without it `webhook_url` is refused. Never logged.",
-        secret=True,
-    ),
-    EnvVar(
-        "WEBHOOK_ALLOWED_NETWORKS",
-        "",
-        "Comma-separated networks a webhook URL may resolve to besides public addresses (`127.0.0.1/32,10.0.0.0/8`).",
-    ),
+    EnvVar("WEBHOOK_SECRET", "", "Webhook signing secret (`whsec_` + base64 of 24+ random bytes); needed for `webhook_url`.", secret=True),
+    EnvVar("WEBHOOK_ALLOWED_NETWORKS", "", "Networks a webhook URL may reach besides public addresses (`127.0.0.1/32,10.0.0.0/8`)."),
     EnvVar("WEBHOOK_PROGRESS_SECONDS", "5", "At most one progress webhook per job per this many seconds (`webhook_progress: true`)."),
     EnvVar("PREVIEWS", "off", "`on`: keep the latest sampler preview of every job in Redis; `off`: only for jobs with `previews: true`."),
     EnvVar("PREVIEW_TTL_SECONDS", "60", "Seconds a job's latest preview (`comfy-preview:<id>`) stays in Redis."),
@@ -228,29 +217,6 @@ def _media(get: Any) -> dict[str, Any]:
         "input_fetch_timeout": _float("INPUT_FETCH_TIMEOUT", get("INPUT_FETCH_TIMEOUT", "120")),
         "input_url_allow": allow,
     }
-
-
-def _webhook_secret(name: str, raw: str) -> str | None:
-    """Standard Webhooks secrets are ``whsec_`` + base64; the message never shows the value."""
-    if not raw:
-        return None
-    encoded = raw.removeprefix("whsec_")
-    try:
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except binascii.Error:
-        raise SettingsError(f"{name} must be 'whsec_' followed by base64") from None
-    if len(key) < 16:
-        raise SettingsError(f"{name} is too short: use at least 16 random bytes (24 recommended)")
-    return raw
-
-
-def _networks(name: str, raw: str) -> str:
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise SettingsError(f"{name}: {item!r} is not an address or network") from None
-    return raw
 
 
 @dataclass(frozen=True)
@@ -405,8 +371,8 @@ class Settings:
             node_timings_url=None if timings.lower() == "none" else _broker("NODE_TIMINGS_URL", timings),
             node_timings_max_entries=_int("NODE_TIMINGS_MAX_ENTRIES", get("NODE_TIMINGS_MAX_ENTRIES", "5000"), minimum=1),
             node_timings_max_age_days=_float("NODE_TIMINGS_MAX_AGE_DAYS", get("NODE_TIMINGS_MAX_AGE_DAYS", "14")),
-            webhook_secret=_webhook_secret("WEBHOOK_SECRET", get("WEBHOOK_SECRET", "")),
-            webhook_allowed_networks=_networks("WEBHOOK_ALLOWED_NETWORKS", get("WEBHOOK_ALLOWED_NETWORKS", "")),
+            webhook_secret=web_settings.webhook_secret("WEBHOOK_SECRET", get("WEBHOOK_SECRET", "")),
+            webhook_allowed_networks=web_settings.networks("WEBHOOK_ALLOWED_NETWORKS", get("WEBHOOK_ALLOWED_NETWORKS", "")),
             webhook_progress_interval=_float("WEBHOOK_PROGRESS_SECONDS", get("WEBHOOK_PROGRESS_SECONDS", "5"), allow_zero=True),
             previews=_choice("PREVIEWS", get("PREVIEWS", "off"), ("on", "off")) == "on",
             preview_ttl=_int("PREVIEW_TTL_SECONDS", get("PREVIEW_TTL_SECONDS", "60"), minimum=1),
