@@ -37,6 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tasks.options import TaskOptions
+from tasks.priority import NEW_JOB_PRIORITY
 from worker.comfyui.errors import ComfyUIError
 from worker.comfyui.workflow import validate_workflow
 
@@ -214,6 +215,8 @@ class ComfyClient:
         """A client with its own bare Celery app (JSON only, the backend defaults to the broker)."""
         celery = Celery("comfy_client", broker=broker_url, backend=backend_url or broker_url, set_as_current=False)
         celery.conf.update(CLIENT_CONF)
+        if broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
+            celery.conf.task_default_priority = NEW_JOB_PRIORITY  # behind retries, as the workers' own app sends (tasks/priority.py)
         return cls(celery, queue=queue, routes=routes)
 
     @classmethod
