@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from config import web_settings
 from worker.comfyui.urls import ServerURL, redact_url
 from worker.fleet.pods import PodConfig
 
@@ -101,6 +102,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
     ),
     EnvVar("NODE_TIMINGS_MAX_ENTRIES", "5000", "Learned node-duration records kept (the least recently updated go first)."),
     EnvVar("NODE_TIMINGS_MAX_AGE_DAYS", "14", "Learned node durations not updated for this many days are ignored and dropped."),
+    # web backends: webhooks and live previews
+    EnvVar("WEBHOOK_SECRET", "", "Webhook signing secret (`whsec_` + base64 of 24+ random bytes); needed for `webhook_url`.", secret=True),
+    EnvVar("WEBHOOK_ALLOWED_NETWORKS", "", "Networks a webhook URL may reach besides public addresses (`127.0.0.1/32,10.0.0.0/8`)."),
+    EnvVar("WEBHOOK_PROGRESS_SECONDS", "5", "At most one progress webhook per job per this many seconds (`webhook_progress: true`)."),
+    EnvVar("PREVIEWS", "off", "`on`: keep the latest sampler preview of every job in Redis; `off`: only for jobs with `previews: true`."),
+    EnvVar("PREVIEW_TTL_SECONDS", "60", "Seconds a job's latest preview (`comfy-preview:<id>`) stays in Redis."),
 )
 
 
@@ -258,6 +265,11 @@ class Settings:
     node_timings_url: str | None = field(default=None, repr=False)
     node_timings_max_entries: int = 5000
     node_timings_max_age_days: float = 14.0
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_allowed_networks: str = ""
+    webhook_progress_interval: float = 5.0
+    previews: bool = False
+    preview_ttl: int = 60
 
     @property
     def visibility_timeout(self) -> int:
@@ -359,4 +371,9 @@ class Settings:
             node_timings_url=None if timings.lower() == "none" else _broker("NODE_TIMINGS_URL", timings),
             node_timings_max_entries=_int("NODE_TIMINGS_MAX_ENTRIES", get("NODE_TIMINGS_MAX_ENTRIES", "5000"), minimum=1),
             node_timings_max_age_days=_float("NODE_TIMINGS_MAX_AGE_DAYS", get("NODE_TIMINGS_MAX_AGE_DAYS", "14")),
+            webhook_secret=web_settings.webhook_secret("WEBHOOK_SECRET", get("WEBHOOK_SECRET", "")),
+            webhook_allowed_networks=web_settings.networks("WEBHOOK_ALLOWED_NETWORKS", get("WEBHOOK_ALLOWED_NETWORKS", "")),
+            webhook_progress_interval=_float("WEBHOOK_PROGRESS_SECONDS", get("WEBHOOK_PROGRESS_SECONDS", "5"), allow_zero=True),
+            previews=_choice("PREVIEWS", get("PREVIEWS", "off"), ("on", "off")) == "on",
+            preview_ttl=_int("PREVIEW_TTL_SECONDS", get("PREVIEW_TTL_SECONDS", "60"), minimum=1),
         )

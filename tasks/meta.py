@@ -10,10 +10,24 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict, cast
 
-from worker.comfyui.progress import JobProgressState
+from worker.comfyui.progress import JobProgressState, JobStatus
 from worker.comfyui.results import WorkflowResult
 
-__all__ = ["ProgressMeta", "TaskResult", "progress_meta", "task_result"]
+__all__ = ["PreviewPointer", "ProgressMeta", "TaskResult", "describe", "progress_meta", "task_result"]
+
+
+class PreviewPointer(TypedDict):
+    """Where the job's latest live preview is (:mod:`worker.fleet.previews`), never the image itself."""
+
+    #: the Redis key holding the image bytes (``comfy-preview:<id>``, TTL ``PREVIEW_TTL_SECONDS``)
+    key: str
+    #: the sampler step the job was at when the image came, and the node that sent it
+    step: int | None
+    node_id: str | None
+    #: ``jpeg`` or ``png``
+    format: str
+    #: 1, 2, … : changes with every new image (a browser's cache buster)
+    seq: int
 
 
 class ProgressMeta(TypedDict):
@@ -51,6 +65,15 @@ class ProgressMeta(TypedDict):
     attempt: int
     #: Unix seconds when the worker wrote this record (its freshness, not the last change)
     updated_at: float
+    #: celery-progress's keys (and the usual Flask/Celery progress bars'): ``current`` and
+    #: ``percent`` equal ``progress``, ``total`` is 100
+    current: float
+    total: int
+    percent: float
+    #: one line for people: ``KSampler (node 3): step 5/10``, ``queued (position 2)``
+    description: str
+    #: the latest live preview, with ``previews`` on; None otherwise or before the first
+    preview: PreviewPointer | None
 
 
 class TaskResult(TypedDict):
@@ -76,16 +99,40 @@ class TaskResult(TypedDict):
     media: NotRequired[dict[str, Any]]
 
 
-def progress_meta(state: JobProgressState, *, pod: str, server_url: str, attempt: int, job_type: str, published_at: float) -> ProgressMeta:
+def describe(state: JobProgressState) -> str:
+    """One line a person reads: ``KSampler (node 3): step 12/20``, ``queued (position 2)``."""
+    if state.status is JobStatus.QUEUED:
+        return "queued" if state.queue_position is None else f"queued (position {state.queue_position})"
+    if state.status is not JobStatus.RUNNING:
+        return state.status.value
+    if state.current_node_type is None:
+        return "running"
+    where = f"{state.current_node_type} (node {state.current_node_id})"
+    if state.node_value is not None and state.node_max:
+        return f"{where}: step {state.node_value:g}/{state.node_max:g}"
+    return where
+
+
+def progress_meta(
+    state: JobProgressState,
+    *,
+    pod: str,
+    server_url: str,
+    attempt: int,
+    job_type: str,
+    published_at: float,
+    preview: PreviewPointer | None = None,
+) -> ProgressMeta:
     """The documented PROGRESS meta (README): plain JSON for any poller.
 
     ``updated_at`` is when the worker wrote the record, not when the state last changed: a
     trailing throttle may publish a state observed up to one window earlier, and what a poller
     needs to judge is the record's freshness (a stale one means a stuck or dead worker).
     """
+    percent = round(state.progress, 1)
     return {
         "prompt_id": state.prompt_id,
-        "progress": round(state.progress, 1),
+        "progress": percent,
         "status": state.status.value,
         "node_id": state.current_node_id,
         "node_type": state.current_node_type,
@@ -103,6 +150,11 @@ def progress_meta(state: JobProgressState, *, pod: str, server_url: str, attempt
         "job_type": job_type,
         "attempt": attempt,
         "updated_at": published_at,
+        "current": percent,
+        "total": 100,
+        "percent": percent,
+        "description": describe(state),
+        "preview": preview,
     }
 
 

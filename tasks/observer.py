@@ -16,6 +16,7 @@ from typing import Any
 from celery import Task
 
 from tasks.cancel import Cancellation
+from tasks.live import WebObserver, flower_summary
 from tasks.meta import progress_meta
 from worker.comfyui.observer import JobObserver
 from worker.comfyui.progress import JobProgressState
@@ -37,8 +38,11 @@ class TaskObserver(JobObserver):
         job_type: str,
         cancellation: Cancellation,
         accepted: threading.Event | None = None,
+        web: WebObserver | None = None,
     ) -> None:
         self.task = task
+        #: the job's webhooks and previews: its preview pointer goes into the meta, the meta to its webhook
+        self.web = web
         self.pod = pod
         self.attempt = attempt
         self.job_type = job_type
@@ -54,10 +58,19 @@ class TaskObserver(JobObserver):
         if self.cancellation.is_set():
             return  # never overwrite a REVOKED record with PROGRESS
         meta = progress_meta(
-            state, pod=self.pod.name, server_url=self.pod.safe_url, attempt=self.attempt, job_type=self.job_type, published_at=time.time()
+            state,
+            pod=self.pod.name,
+            server_url=self.pod.safe_url,
+            attempt=self.attempt,
+            job_type=self.job_type,
+            published_at=time.time(),
+            preview=self.web.preview_pointer() if self.web is not None else None,
         )
         self.task.update_state(state="PROGRESS", meta=dict(meta))
+        if self.web is not None:
+            self.web.progress_published(meta)
         try:
-            self.task.send_event("task-progress", **meta)
+            # Flower shows the event's ``result`` field as the running task's Result
+            self.task.send_event("task-progress", **meta, result=flower_summary(meta))
         except Exception:  # events are best effort (no dispatcher when run eagerly)
             log.debug("task-progress event not sent", exc_info=True)

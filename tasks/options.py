@@ -8,11 +8,12 @@ so an option whose name looks like a credential or a URL is refused. A new per-j
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.web_options import WebOptions
 from worker.comfyui.errors import WorkflowValidationError
-from worker.fleet.job_runner import JOB_TYPES
+from worker.fleet.job_types import JOB_TYPES
 
 __all__ = ["TaskOptions"]
 
@@ -44,12 +45,15 @@ class TaskOptions:
     pod: str | None = None
     job_type: str = "image_generation"
     timeout: float | None = None
+    #: ``webhook_url``, ``webhook_progress``, ``previews`` (:mod:`tasks.web_options`)
+    web: WebOptions = field(default_factory=WebOptions)
 
     @classmethod
     def parse(cls, options: Mapping[str, Any] | None) -> TaskOptions:
         if options is not None and not isinstance(options, Mapping):
             raise WorkflowValidationError(f"options must be an object, not {type(options).__name__}", error_type="bad_arguments")
         options = dict(options or {})
+        web = WebOptions.parse(options)  # takes webhook_url & co out: the one URL accepted, checked by the address rules
         _refuse_credentials(options)
         job_type = options.get("job_type", "image_generation")
         if job_type not in JOB_TYPES:
@@ -57,4 +61,4 @@ class TaskOptions:
         pod = options.get("pod")
         if pod is not None and not isinstance(pod, str):
             raise WorkflowValidationError("pod must be a pod name")
-        return cls(pod, job_type, _timeout(options.get("timeout")))
+        return cls(pod, job_type, _timeout(options.get("timeout")), web)

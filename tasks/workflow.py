@@ -28,6 +28,7 @@ from celery import Celery, Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from config.settings import Settings
+from tasks import live
 from tasks.arguments import task_arguments
 from tasks.cancel import Cancellation, CancelReason, TimeLimit, cancel_on_sigusr1
 from tasks.meta import TaskResult, progress_meta, task_result
@@ -121,17 +122,23 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
         accepted: threading.Event,
     ) -> TaskResult:
         opts = TaskOptions.parse(options)
+        live.check_webhook(settings, opts.web)
         rt = runtime(celery, settings)
         prompt_id = str(self.request.id)
         attempt = int(self.request.retries or 0) + 1
         pod = _choose_pod(self, rt, opts, prompt_id, attempt)
-        observer = TaskObserver(self, pod=pod, attempt=attempt, job_type=opts.job_type, cancellation=cancellation, accepted=accepted)
+        redis = live.redis_of(celery)
+        web = live.WebObserver(settings, opts.web, prompt_id, redis)
+        observer = TaskObserver(
+            self, pod=pod, attempt=attempt, job_type=opts.job_type, cancellation=cancellation, accepted=accepted, web=web
+        )
+        flag = live.CancelFlag(redis, prompt_id, lambda: cancellation.cancel(CancelReason.REVOKED))
         runner = ComfyUIJobRunner(
             rt.pool.client(pod), analytics=rt.analytics, throttle_interval=settings.progress_throttle, timings=rt.timings
         )
         log.info("task %s (attempt %d): running on pod %s (%s)", prompt_id, attempt, pod.name, pod.safe_url)
         try:
-            with cancel_on_sigusr1(cancellation, limit):
+            with cancel_on_sigusr1(cancellation, limit), flag:
                 recalled = rt.media.recall(prompt_id)  # a redelivery after every output was stored
                 if recalled is not None:
                     return cast(TaskResult, recalled)
@@ -142,7 +149,7 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
                     prompt_id=prompt_id,
                     client_id=f"comfy-celery-{prompt_id}",
                     job_type=opts.job_type,
-                    observer=observer,
+                    observer=[observer, web],
                     cancel=cancellation.event,
                     timeout=opts.timeout,
                 )
@@ -158,5 +165,6 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
             _end_cancelled(self, cancellation, settings, prompt_id)
         return task_result(result, pod=pod.name, media=stored.get("media"))
 
+    live.connect_final_webhooks(celery, settings)
     task: Task[Any, Any] = run_workflow
     return task

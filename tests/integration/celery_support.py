@@ -193,6 +193,12 @@ META_KEYS = {
     "job_type",
     "attempt",
     "updated_at",
+    # celery-progress's keys, and where the live preview is
+    "current",
+    "total",
+    "percent",
+    "description",
+    "preview",
 }
 VISIBLE = SimulatorTiming(node_seconds=0.01, sampler_step_seconds=0.1, input_time_scale=0.25)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from worker.comfyui.errors import ComfyUIError
@@ -31,11 +31,10 @@ from worker.fleet.analytics import (
     WebSocketDisconnected,
     WebSocketFallback,
 )
+from worker.fleet.job_types import JOB_TYPES
 from worker.fleet.node_timings import NodeTimings
 
 __all__ = ["JOB_TYPES", "AnalyticsObserver", "ComfyUIJobRunner", "LearningObserver"]
-
-JOB_TYPES = ("image_generation", "lora_training", "face_swap")
 
 
 class AnalyticsObserver(JobObserver):
@@ -100,7 +99,7 @@ class ComfyUIJobRunner:
         prompt_id: str,
         client_id: str | None = None,
         job_type: str = "image_generation",
-        observer: JobObserver | None = None,
+        observer: JobObserver | Sequence[JobObserver] | None = None,
         cancel: threading.Event | None = None,
         timeout: float | None = None,
     ) -> WorkflowResult:
@@ -111,8 +110,7 @@ class ComfyUIJobRunner:
         observers: list[JobObserver] = [AnalyticsObserver(self.analytics, job_type)]
         if self.timings is not None:
             observers.append(LearningObserver(self.timings))
-        if observer is not None:
-            observers.append(observer)
+        observers += [observer] if isinstance(observer, JobObserver) else list(observer or ())
         request = JobRequest(
             workflow,
             prompt_id=prompt_id,

@@ -1,0 +1,1 @@
+"""Runnable example apps built on comfy-celery (may import any layer)."""
