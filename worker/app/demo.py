@@ -16,17 +16,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 import redis
+from celery import Celery
+from celery.result import AsyncResult
 
 from config.settings import Settings
 from tasks.app import create_app
 from tasks.client import enqueue_workflow, job_status, task_state
 from worker.app.follow import follow_task
 from worker.app.local_redis import LocalRedis
-from worker.app.processes import stop_process
+from worker.app.processes import sigint_deferred, stop_process
 from worker.simulator import ComfyUISimulator, SimulatorTiming
 
 __all__ = ["DemoError", "run_demo"]
@@ -127,6 +129,7 @@ def _run(
 
         out.write("4/5  enqueueing the sample txt2img workflow, then polling AsyncResult like a web backend\n")
         result = enqueue_workflow(app, workflow, job_type="image_generation")
+        stack.callback(_unsubscribe, app, result)  # runs first on the way out, while the broker still answers
         out.write(f"     task id (= ComfyUI prompt id): {result.id}\n")
         state = follow_task(lambda: task_state(result), timeout=timeout, out=out, interactive=interactive)
         status = job_status(result)
@@ -142,6 +145,17 @@ def _run(
             raise DemoError("the job succeeded but produced no file")
         out.write(f"done in {status['result']['duration_s']:.1f} s via {status['result']['method']}\n")
     return 0
+
+
+def _unsubscribe(app: Celery, result: AsyncResult[Any]) -> None:
+    """Stop consuming an unfinished result's channel (a finished one has already stopped).
+
+    Otherwise the result is collected only after the private Redis has stopped, and its
+    ``__del__`` retries the dead server for 20 s, printing errors after "have stopped"."""
+    remove = getattr(app.backend, "remove_pending_result", None)  # Redis (asynchronous) backends only
+    if remove is not None:
+        with sigint_deferred():
+            remove(result)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
