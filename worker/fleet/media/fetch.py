@@ -160,6 +160,7 @@ class URLFetcher:
         """The body of ``url``; every failure is a validation error naming the URL (without its query)."""
         deadline = self._monotonic() + self.settings.total_timeout
         for _ in range(self.settings.max_redirects + 1):
+            self._check(url, deadline, cancel)  # a slow redirect chain is bounded too
             response, pool = self._open(url)
             try:
                 if response.status in (301, 302, 303, 307, 308) and response.headers.get("Location"):
@@ -173,6 +174,12 @@ class URLFetcher:
                 pool.close()
         raise _invalid(f"input URL {public_url(url)!r}: more than {self.settings.max_redirects} redirects", "input_unreachable")
 
+    def _check(self, url: str, deadline: float, cancel: threading.Event | None) -> None:
+        if cancel is not None and cancel.is_set():
+            raise JobCancelledError(f"fetching {public_url(url)} was cancelled")
+        if self._monotonic() > deadline:
+            raise _invalid(f"input URL {public_url(url)!r} took longer than {self.settings.total_timeout:g} s", "input_unreachable")
+
     def _read(self, response: Any, url: str, deadline: float, cancel: threading.Event | None) -> bytes:
         limit = self.settings.max_bytes
         declared = response.headers.get("Content-Length")
@@ -181,10 +188,7 @@ class URLFetcher:
         body = bytearray()
         try:
             for chunk in _chunks(response):
-                if cancel is not None and cancel.is_set():
-                    raise JobCancelledError(f"fetching {public_url(url)} was cancelled")
-                if self._monotonic() > deadline:
-                    raise _invalid(f"input URL {public_url(url)!r} took longer than {self.settings.total_timeout:g} s", "input_unreachable")
+                self._check(url, deadline, cancel)
                 body += chunk
                 if len(body) > limit:
                     raise _invalid(f"input URL {public_url(url)!r} sent more than the {limit} bytes allowed", "input_too_large")
@@ -194,8 +198,11 @@ class URLFetcher:
 
 
 def _chunks(response: Any, size: int = 1 << 16) -> Iterable[bytes]:
+    """What each socket read brings (``read1``), not full chunks: ``read(size)`` blocks until
+    ``size`` bytes came, so a server dripping a byte per read timeout would hold a 64 KiB read
+    (and the deadline and cancel checks between reads) for hours."""
     while True:
-        chunk = response.read(size)
+        chunk = response.read1(size)
         if not chunk:
             return
         yield chunk
