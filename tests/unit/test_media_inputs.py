@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ from worker.comfyui.results import OutputFile
 from worker.fleet.media.fetch import AddressGuard, FetchSettings, URLFetcher, public_url
 from worker.fleet.media.inputs import parse_inputs, resolve_input, task_subfolder
 from worker.fleet.media.outputs import output_key
+from worker.fleet.media.pipeline import manifest_key
 from worker.fleet.media.refs import check_references, rewrite_references
+from worker.fleet.media.store import check_key
 from worker.simulator.media import solid_png
 
 PNG = solid_png(8, 8, (10, 20, 30))
@@ -101,10 +104,29 @@ def test_rewrite_replaces_only_references_and_copies() -> None:
 
 
 def test_task_subfolder_and_output_keys_never_trust_names() -> None:
-    assert task_subfolder("../../etc") == "comfy-celery/______etc"
+    assert task_subfolder("../../etc").startswith("comfy-celery/") and task_subfolder("../../etc").endswith("-______etc")
     hostile = OutputFile("9:1", "image", filename="../../x/evil.sh", subfolder="/etc")
-    assert output_key("task-1", hostile, 0) == "outputs/task-1/9_1_0.bin"
+    assert re.fullmatch(r"outputs/task-1/[0-9a-f]{12}-9_1_0\.bin", check_key(output_key("task-1", hostile, 0)))
     assert output_key("task-1", OutputFile("9", "image", filename="ComfyUI_00001_.PNG"), 2) == "outputs/task-1/9_2.png"
+
+
+@pytest.mark.parametrize(
+    "ids", [("9:1", "9_1"), ("9.1", "9_1"), ("n" * 64 + "a", "n" * 64 + "b"), ("a/b", "a:b")], ids=["colon", "dot", "long", "both-unsafe"]
+)
+def test_distinct_ids_never_share_a_key_or_a_folder(ids: tuple[str, str]) -> None:
+    # a plain replacement gave both files one key: the second replaced the first in the store
+    first, second = ids
+    keys = {output_key("task-1", OutputFile(node, "image", filename="x.png"), 0) for node in ids}
+    assert len(keys) == 2
+    assert output_key(first, OutputFile("9", "image"), 0) != output_key(second, OutputFile("9", "image"), 0)
+    assert task_subfolder(first) != task_subfolder(second)
+
+
+@pytest.mark.parametrize("task_id", ["_task", "-1", "", ".hidden"])
+def test_ids_that_are_not_key_parts_still_give_valid_keys(task_id: str) -> None:
+    # a caller may choose the task id: "_task" passed through as is and the store refused the key
+    assert check_key(output_key(task_id, OutputFile(task_id, "image", filename="x.png"), 0))
+    assert check_key(manifest_key(task_id))
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from typing import Any
 from worker.comfyui.errors import StorageError, WorkflowValidationError
 from worker.comfyui.rest_client import ComfyUIRestClient
 from worker.fleet.media.fetch import URLFetcher
+from worker.fleet.media.outputs import task_key_part
 from worker.fleet.media.s3 import S3Store
 from worker.fleet.media.sniff import HEAD_BYTES, Sniffed, extension_for, sniff
 from worker.fleet.media.store import OutputStore, check_key
@@ -136,8 +137,8 @@ def resolve_input(
 
 
 def task_subfolder(task_id: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_-]", "_", task_id)[:100]
-    return f"comfy-celery/{safe}"
+    """One folder per task (the output keys' task part: distinct ids never share a folder)."""
+    return f"comfy-celery/{task_key_part(task_id)}"
 
 
 def upload_inputs(client: ComfyUIRestClient, files: list[InputFile], task_id: str) -> dict[str, str]:

@@ -53,6 +53,7 @@ _SAFE_EXT = frozenset(
 T = TypeVar("T")
 _RECORD_LIMIT = 64 * 1024
 _CHUNK = 1 << 16
+_SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,15 @@ class OutputPolicy:
 
 
 def _part(value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", value)[:64] or "_"
+    """``value`` if it is already a valid key part, else a short hash of it then its safe form.
+
+    A plain replacement is not enough: ``9:1`` and ``9_1`` (or two long ids with one prefix)
+    would share a key, the second file replacing the first; and an id starting with ``_`` or
+    ``-`` (a caller may choose the task id) is not a valid key part at all."""
+    if _SAFE_PART.fullmatch(value):
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{digest}-{re.sub(r'[^A-Za-z0-9_-]', '_', value)[:64]}".rstrip("-")
 
 
 def task_key_part(task_id: str) -> str:
