@@ -64,6 +64,19 @@ def test_a_redirect_to_a_forbidden_address_is_refused(file_server: FileServer) -
     assert exc.value.error_type == "input_forbidden_address"
 
 
+def test_a_malformed_redirect_is_a_validation_error(file_server: FileServer) -> None:
+    def redirect(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", "http://[::1/x")  # urljoin raises ValueError on it
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    file_server.routes["/r"] = redirect
+    with pytest.raises(WorkflowValidationError) as exc:
+        fetcher("127.0.0.1").fetch(f"{file_server.url}/r")
+    assert exc.value.error_type == "input_unreachable"
+
+
 def test_relative_redirects_are_followed(file_server: FileServer) -> None:
     def redirect(handler: http.server.BaseHTTPRequestHandler) -> None:
         handler.send_response(301)

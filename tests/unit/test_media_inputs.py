@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -170,7 +171,16 @@ def test_guard_unresolvable_host() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://a/b.png", "file:///etc/passwd", "http://user:pw@a/b.png", "gopher://x", "http:///nohost", "http://a:99999/b.png"]
+    "url",
+    [
+        "ftp://a/b.png",
+        "file:///etc/passwd",
+        "http://user:pw@a/b.png",
+        "gopher://x",
+        "http:///nohost",
+        "http://a:99999/b.png",
+        "http://[::1/pw",
+    ],
 )
 def test_fetch_refuses_other_schemes_and_credentials(url: str) -> None:
     with pytest.raises(WorkflowValidationError) as exc:
@@ -181,3 +191,31 @@ def test_fetch_refuses_other_schemes_and_credentials(url: str) -> None:
 
 def test_public_url_drops_credentials_and_query() -> None:
     assert public_url("https://u:secret@host:8443/a/b.png?X-Amz-Signature=abc") == "https://host:8443/a/b.png"
+
+
+class _HTMLFetcher(URLFetcher):
+    """Answers every URL with an HTML page (a login wall): no network."""
+
+    def fetch(self, url: str, *, cancel: threading.Event | None = None) -> bytes:
+        return b"<!doctype html><html>please log in</html>"
+
+
+@pytest.mark.parametrize("url", ["https://cdn.example/a.png#access_token=SECRET", "https://cdn.example/a.png?X-Amz-Signature=SECRET#frag"])
+def test_an_error_about_a_url_input_names_it_without_its_fragment_or_query(url: str) -> None:
+    # the fragment never goes to the server but it is part of the task argument: a token there
+    # reached the error message (result backend, logs, task-failed event)
+    (source,) = parse_inputs({"photo": {"url": url}})
+    with pytest.raises(WorkflowValidationError) as exc:
+        resolve_input(source, fetcher=_HTMLFetcher(AddressGuard()), store=None)
+    assert error_type(exc) == "input_bad_content"
+    assert "SECRET" not in str(exc.value) and "https://cdn.example/a.png" in str(exc.value)
+
+
+def test_a_malformed_url_is_a_validation_error_everywhere_it_is_shown() -> None:
+    # urlsplit raises ValueError on an unclosed IPv6 bracket: it escaped untyped
+    assert public_url("http://[::1/x?sig=SECRET") == "(malformed URL)"
+    (source,) = parse_inputs({"photo": {"url": "http://[::1/x"}})
+    assert "malformed" in source.describe()
+    with pytest.raises(WorkflowValidationError) as exc:
+        resolve_input(source, fetcher=fetcher(), store=None)
+    assert error_type(exc) == "input_bad_url"

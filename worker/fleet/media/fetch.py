@@ -41,7 +41,10 @@ def _resolve(host: str, port: int) -> list[str]:
 
 def public_url(url: str) -> str:
     """The URL as it may appear in an error: no credentials, no query (a presigned signature)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 host: nothing of it is shown
+        return "(malformed URL)"
     host = parts.hostname or ""
     try:
         port = f":{parts.port}" if parts.port else ""
@@ -132,7 +135,10 @@ class URLFetcher:
         return urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False, maxsize=1)
 
     def _open(self, url: str) -> tuple[urllib3.BaseHTTPResponse, urllib3.HTTPConnectionPool]:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # urlsplit refuses e.g. "http://[::1/x": ours to type, not a crash
+            raise _invalid(f"input URL {public_url(url)!r} is malformed", "input_bad_url") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise _invalid(f"input URL {public_url(url)!r} is not http(s)", "input_bad_url")
         if parts.username or parts.password:
@@ -164,7 +170,7 @@ class URLFetcher:
             response, pool = self._open(url)
             try:
                 if response.status in (301, 302, 303, 307, 308) and response.headers.get("Location"):
-                    url = urljoin(url, response.headers["Location"])
+                    url = _follow(url, response.headers["Location"])
                     continue
                 if response.status != 200:
                     raise _invalid(f"input URL {public_url(url)!r} answered HTTP {response.status}", "input_unreachable")
@@ -195,6 +201,13 @@ class URLFetcher:
         except urllib3.exceptions.HTTPError as exc:
             raise _invalid(f"input URL {public_url(url)!r} failed mid-body: {exc.__class__.__name__}", "input_unreachable") from None
         return bytes(body)
+
+
+def _follow(url: str, location: str) -> str:
+    try:
+        return urljoin(url, location)
+    except ValueError:  # a malformed Location from a hostile server
+        raise _invalid(f"input URL {public_url(url)!r} redirected to a malformed URL", "input_unreachable") from None
 
 
 def _chunks(response: Any, size: int = 1 << 16) -> Iterable[bytes]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from worker.comfyui.errors import StorageError, WorkflowValidationError
 from worker.comfyui.rest_client import ComfyUIRestClient
-from worker.fleet.media.fetch import URLFetcher
+from worker.fleet.media.fetch import URLFetcher, public_url
 from worker.fleet.media.outputs import task_key_part
 from worker.fleet.media.s3 import S3Store
 from worker.fleet.media.sniff import HEAD_BYTES, Sniffed, extension_for, sniff
@@ -44,10 +44,12 @@ class InputSource:
     value: str
 
     def describe(self) -> str:
-        """For error messages: never the whole value (a base64 blob, a presigned query)."""
+        """For error messages: never the whole value (a base64 blob, a presigned query, a token
+        in the fragment or the userinfo)."""
         if self.kind == "base64":
             return f"input {self.name!r} (base64)"
-        return f"input {self.name!r} ({self.kind} {self.value.split('?', 1)[0][:200]})"
+        shown = public_url(self.value) if self.kind == "url" else self.value
+        return f"input {self.name!r} ({self.kind} {shown[:200]})"
 
 
 @dataclass(frozen=True)
