@@ -51,6 +51,8 @@ def test_s3_store_with_endpoint_region_and_limits() -> None:
         ({"OUTPUT_STORE": "file://relative/path"}, "OUTPUT_STORE"),
         ({"OUTPUT_STORE": "s3:///no-bucket"}, "OUTPUT_STORE"),
         ({"OUTPUT_STORE": "s3://key:secret@bucket/x"}, "OUTPUT_STORE"),
+        ({"OUTPUT_STORE": "s3://:secret@bucket/x"}, "OUTPUT_STORE"),  # an empty user name is still userinfo
+        ({"INPUT_FETCH_TIMEOUT": "0"}, "INPUT_FETCH_TIMEOUT"),  # every fetch would fail at once
         ({"OUTPUT_CLEANUP": "everything"}, "OUTPUT_CLEANUP"),
         ({"OUTPUT_INLINE_MAX_BYTES": "99999999"}, "OUTPUT_INLINE_MAX_BYTES"),
         ({"INPUT_MAX_BYTES": "0"}, "INPUT_MAX_BYTES"),
