@@ -144,6 +144,10 @@ def test_ids_that_are_not_key_parts_still_give_valid_keys(task_id: str) -> None:
         ["::ffff:127.0.0.1"],
         ["93.184.215.14", "10.0.0.1"],
         ["224.0.0.1"],
+        ["2002:7f00:1::"],  # 6to4 for 127.0.0.1 (ipaddress calls it global)
+        ["2002:a9fe:a9fe::1"],  # 6to4 for the metadata service
+        ["fec0::1"],  # site-local (deprecated, ipaddress calls it global)
+        ["64:ff9b::a9fe:a9fe"],  # NAT64 for the metadata service
     ],
 )
 def test_guard_refuses_any_non_public_address(addresses: list[str]) -> None:
@@ -151,6 +155,11 @@ def test_guard_refuses_any_non_public_address(addresses: list[str]) -> None:
     with pytest.raises(WorkflowValidationError) as exc:
         guard.check("images.example", 443)
     assert error_type(exc) == "input_forbidden_address"
+
+
+def test_guard_lets_public_ipv6_through_including_6to4_of_a_public_address() -> None:
+    for address in ("2606:4700::1111", "2002:5db8:d70e::1"):
+        assert AddressGuard(resolver=lambda h, p, a=address: [a]).check("images.example", 443) == address
 
 
 def test_guard_allow_list_by_network_or_host_and_pins_the_checked_address() -> None:

@@ -79,8 +79,13 @@ class AddressGuard:
 
     @staticmethod
     def _forbidden(address: IPAddress) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            elif address.is_site_local:  # fec0::/10: deprecated, not "private" to Python, but internal
+                return True
+            elif address.sixtofour is not None and AddressGuard._forbidden(address.sixtofour):
+                return True  # 2002:7f00:1:: is 6to4 for 127.0.0.1: Python calls it global
         return not address.is_global or address.is_multicast or address.is_reserved
 
     def check(self, host: str, port: int) -> str:
