@@ -228,3 +228,13 @@ def test_a_malformed_url_is_a_validation_error_everywhere_it_is_shown() -> None:
     with pytest.raises(WorkflowValidationError) as exc:
         resolve_input(source, fetcher=fetcher(), store=None)
     assert error_type(exc) == "input_bad_url"
+
+
+def test_inputs_whose_names_share_a_stem_are_uploaded_under_distinct_file_names() -> None:
+    # "photo.png" and "photo.jpg", both PNG by content, were both uploaded as photo.png: the
+    # second replaced the first on the pod and both loader nodes read the second image
+    raw = base64.b64encode(PNG).decode()
+    sources = parse_inputs({"photo.png": {"base64": raw}, "photo.jpg": {"base64": raw}, "photo": {"base64": raw}, "other": {"base64": raw}})
+    names = [resolve_input(source, fetcher=fetcher(max_bytes=4096), store=None).filename for source in sources]
+    assert len(set(names)) == 4 and all(name.endswith(".png") for name in names)
+    assert "other.png" in names  # a stem nobody shares keeps its plain name
