@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import Settings, SettingsError
+from config.settings import ENV_VARS, Settings, SettingsError
 from config.wiring import media_pipeline, output_store
+from worker.comfyui.errors import WorkflowValidationError
 from worker.fleet.media import FileStore, S3Store
+from worker.fleet.media.fetch import AddressGuard
 
 
 def test_no_store_by_default_keeps_todays_results() -> None:
@@ -63,3 +65,11 @@ def test_bad_values_name_the_variable_not_the_secret(env: dict[str, str], named:
     with pytest.raises(SettingsError) as exc:
         Settings.from_env(env)
     assert named in str(exc.value) and "secret" not in str(exc.value)
+
+
+def test_the_forbidden_address_error_names_the_setting_that_allows_it() -> None:
+    # the message said MEDIA_INPUT_ALLOW, a variable that does not exist
+    with pytest.raises(WorkflowValidationError) as exc:
+        AddressGuard(resolver=lambda host, port: ["10.1.2.3"]).check("minio.internal", 9000)
+    named = [var.name for var in ENV_VARS if var.name in str(exc.value)]
+    assert named == ["INPUT_URL_ALLOW"]

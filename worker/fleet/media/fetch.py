@@ -102,7 +102,7 @@ class AddressGuard:
                 if self._forbidden(address) and not any(address in net for net in networks):
                     raise _invalid(
                         f"input URL host {host!r} resolves to {address}, a loopback, private or link-local address "
-                        "the worker refuses to fetch from (MEDIA_INPUT_ALLOW lists the exceptions)",
+                        "the worker refuses to fetch from (INPUT_URL_ALLOW lists the exceptions)",
                         "input_forbidden_address",
                     )
         return str(addresses[0])
