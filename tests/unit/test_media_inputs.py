@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import re
 import threading
+import time
 from typing import Any
 
 import pytest
 
-from worker.comfyui.errors import WorkflowValidationError
+from worker.comfyui.errors import JobCancelledError, WorkflowValidationError
 from worker.comfyui.results import OutputFile
 from worker.fleet.media.fetch import AddressGuard, FetchSettings, URLFetcher, public_url
 from worker.fleet.media.inputs import parse_inputs, resolve_input, task_subfolder
@@ -238,3 +239,27 @@ def test_inputs_whose_names_share_a_stem_are_uploaded_under_distinct_file_names(
     names = [resolve_input(source, fetcher=fetcher(max_bytes=4096), store=None).filename for source in sources]
     assert len(set(names)) == 4 and all(name.endswith(".png") for name in names)
     assert "other.png" in names  # a stem nobody shares keeps its plain name
+
+
+def test_a_resolver_that_hangs_is_bounded_by_the_connect_timeout_and_the_cancel() -> None:
+    # getaddrinfo takes no timeout: a slow DNS server held the fetch for the system's retries,
+    # past total_timeout and deaf to the cancel
+    release = threading.Event()
+
+    def hang(host: str, port: int) -> list[str]:
+        release.wait(10)
+        return ["93.184.215.14"]
+
+    slow = URLFetcher(AddressGuard(resolver=hang), FetchSettings(connect_timeout=0.2))
+    started = time.monotonic()
+    with pytest.raises(WorkflowValidationError) as exc:
+        slow.fetch("https://images.example/a.png")
+    assert error_type(exc) == "input_unreachable" and "resolve" in str(exc.value)
+    assert time.monotonic() - started < 2
+    cancel = threading.Event()
+    threading.Timer(0.1, cancel.set).start()  # while resolving (connect_timeout is 5 s here)
+    started = time.monotonic()
+    with pytest.raises(JobCancelledError):
+        URLFetcher(AddressGuard(resolver=hang)).fetch("https://images.example/a.png", cancel=cancel)
+    assert time.monotonic() - started < 2
+    release.set()

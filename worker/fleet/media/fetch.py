@@ -7,7 +7,8 @@ shared, reserved or multicast) unless the allow-list names the host or a network
 the address; the connection then goes to the address that was checked (no second resolution a
 DNS rebinding could change), with the original name in ``Host`` and for TLS (SNI and the
 certificate check). Redirects are followed by hand, a few at most, each hop checked again.
-Connect and read timeouts apply, an overall deadline and a cancel event bound the whole fetch,
+Connect and read timeouts apply (the connect timeout to name resolution too), an overall
+deadline and a cancel event bound the whole fetch (checked between socket reads),
 and the size cap is enforced while reading, whatever ``Content-Length`` claims.
 """
 
@@ -139,7 +140,35 @@ class URLFetcher:
             )
         return urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False, maxsize=1)
 
-    def _open(self, url: str) -> tuple[urllib3.BaseHTTPResponse, urllib3.HTTPConnectionPool]:
+    def _checked_address(self, host: str, port: int, deadline: float, cancel: threading.Event | None) -> str:
+        """:meth:`AddressGuard.check` within ``connect_timeout`` (and the deadline, and the cancel).
+
+        ``getaddrinfo`` takes no timeout and a slow resolver holds it for the system's retries;
+        it runs on a daemon thread that is left to finish on its own when we stop waiting."""
+        answer: list[str | BaseException] = []
+        done = threading.Event()
+
+        def resolve() -> None:
+            try:
+                answer.append(self.guard.check(host, port))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread as is
+                answer.append(exc)
+            done.set()
+
+        threading.Thread(target=resolve, name="media-resolve", daemon=True).start()
+        give_up = min(self._monotonic() + self.settings.connect_timeout, deadline)
+        while not done.wait(max(0.0, min(0.05, give_up - self._monotonic()))):
+            if cancel is not None and cancel.is_set():
+                raise JobCancelledError(f"resolving {host} was cancelled")
+            if self._monotonic() >= give_up:
+                raise _invalid(f"input URL host {host!r} did not resolve within {self.settings.connect_timeout:g} s", "input_unreachable")
+        if isinstance(answer[0], BaseException):
+            raise answer[0]
+        return answer[0]
+
+    def _open(
+        self, url: str, deadline: float, cancel: threading.Event | None
+    ) -> tuple[urllib3.BaseHTTPResponse, urllib3.HTTPConnectionPool]:
         try:
             parts = urlsplit(url)
         except ValueError:  # urlsplit refuses e.g. "http://[::1/x": ours to type, not a crash
@@ -152,7 +181,7 @@ class URLFetcher:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             raise _invalid(f"input URL {public_url(url)!r} has a bad port", "input_bad_url") from None
-        address = self.guard.check(parts.hostname, port)
+        address = self._checked_address(parts.hostname, port, deadline, cancel)
         pool = self._pool(parts.scheme, parts.hostname, address, port)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         default_port = (parts.scheme == "https" and port == 443) or (parts.scheme == "http" and port == 80)
@@ -172,7 +201,7 @@ class URLFetcher:
         deadline = self._monotonic() + self.settings.total_timeout
         for _ in range(self.settings.max_redirects + 1):
             self._check(url, deadline, cancel)  # a slow redirect chain is bounded too
-            response, pool = self._open(url)
+            response, pool = self._open(url, deadline, cancel)
             try:
                 if response.status in (301, 302, 303, 307, 308) and response.headers.get("Location"):
                     url = _follow(url, response.headers["Location"])
