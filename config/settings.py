@@ -192,7 +192,7 @@ def _output_store(name: str, raw: str) -> str:
     parts = urlsplit(raw)
     if raw and not (
         (parts.scheme == "file" and parts.path.startswith("/") and parts.netloc in ("", "localhost"))
-        or (parts.scheme == "s3" and parts.netloc and not parts.username and not parts.query)
+        or (parts.scheme == "s3" and parts.netloc and "@" not in parts.netloc and not parts.query)
     ):
         raise SettingsError(f"{name} must be file:///absolute/path or s3://bucket/prefix, got {redact_url(raw)!r}")
     return raw

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.media_support import FileServer, free_port, handler_class
-from worker.comfyui.errors import WorkflowValidationError
+from worker.comfyui.errors import JobCancelledError, WorkflowValidationError
 from worker.fleet.media.fetch import AddressGuard, FetchSettings, URLFetcher
 from worker.simulator.media import solid_png
 
@@ -64,6 +64,19 @@ def test_a_redirect_to_a_forbidden_address_is_refused(file_server: FileServer) -
     assert exc.value.error_type == "input_forbidden_address"
 
 
+def test_a_malformed_redirect_is_a_validation_error(file_server: FileServer) -> None:
+    def redirect(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", "http://[::1/x")  # urljoin raises ValueError on it
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    file_server.routes["/r"] = redirect
+    with pytest.raises(WorkflowValidationError) as exc:
+        fetcher("127.0.0.1").fetch(f"{file_server.url}/r")
+    assert exc.value.error_type == "input_unreachable"
+
+
 def test_relative_redirects_are_followed(file_server: FileServer) -> None:
     def redirect(handler: http.server.BaseHTTPRequestHandler) -> None:
         handler.send_response(301)
@@ -110,6 +123,35 @@ def test_missing_and_silent_urls_fail_fast(file_server: FileServer) -> None:
         fetcher("127.0.0.1", read_timeout=0.2).fetch(f"{file_server.url}/silent")
     assert exc.value.error_type == "input_unreachable"
     assert time.monotonic() - started < 0.9
+
+
+def test_a_slow_drip_body_is_stopped_by_the_overall_deadline_and_the_cancel(file_server: FileServer) -> None:
+    # each byte arrives well within the read timeout, so only the overall deadline (and the
+    # cancel) can stop this: they must be checked between socket reads, not between 64 KiB chunks
+    def drip(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "40")
+        handler.end_headers()
+        try:
+            for _ in range(40):
+                handler.wfile.write(b"\x89")
+                handler.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass
+
+    file_server.routes["/drip"] = drip
+    started = time.monotonic()
+    with pytest.raises(WorkflowValidationError) as exc:
+        fetcher("127.0.0.1", read_timeout=1.0, total_timeout=0.3).fetch(f"{file_server.url}/drip")
+    assert exc.value.error_type == "input_unreachable" and "longer than" in str(exc.value)
+    assert time.monotonic() - started < 1.2  # the whole body would take 2 s
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(JobCancelledError):
+        fetcher("127.0.0.1", read_timeout=1.0).fetch(f"{file_server.url}/drip", cancel=cancel)
+    assert time.monotonic() - started < 1.2
 
 
 def _certificate(directory: Path, name: str) -> tuple[Path, Path]:

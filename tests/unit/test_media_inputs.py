@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import base64
+import re
+import threading
+import time
 from typing import Any
 
 import pytest
 
-from worker.comfyui.errors import WorkflowValidationError
+from worker.comfyui.errors import JobCancelledError, WorkflowValidationError
 from worker.comfyui.results import OutputFile
 from worker.fleet.media.fetch import AddressGuard, FetchSettings, URLFetcher, public_url
 from worker.fleet.media.inputs import parse_inputs, resolve_input, task_subfolder
 from worker.fleet.media.outputs import output_key
+from worker.fleet.media.pipeline import manifest_key
 from worker.fleet.media.refs import check_references, rewrite_references
+from worker.fleet.media.store import check_key
 from worker.simulator.media import solid_png
 
 PNG = solid_png(8, 8, (10, 20, 30))
@@ -101,10 +106,29 @@ def test_rewrite_replaces_only_references_and_copies() -> None:
 
 
 def test_task_subfolder_and_output_keys_never_trust_names() -> None:
-    assert task_subfolder("../../etc") == "comfy-celery/______etc"
+    assert task_subfolder("../../etc").startswith("comfy-celery/") and task_subfolder("../../etc").endswith("-______etc")
     hostile = OutputFile("9:1", "image", filename="../../x/evil.sh", subfolder="/etc")
-    assert output_key("task-1", hostile, 0) == "outputs/task-1/9_1_0.bin"
+    assert re.fullmatch(r"outputs/task-1/[0-9a-f]{12}-9_1_0\.bin", check_key(output_key("task-1", hostile, 0)))
     assert output_key("task-1", OutputFile("9", "image", filename="ComfyUI_00001_.PNG"), 2) == "outputs/task-1/9_2.png"
+
+
+@pytest.mark.parametrize(
+    "ids", [("9:1", "9_1"), ("9.1", "9_1"), ("n" * 64 + "a", "n" * 64 + "b"), ("a/b", "a:b")], ids=["colon", "dot", "long", "both-unsafe"]
+)
+def test_distinct_ids_never_share_a_key_or_a_folder(ids: tuple[str, str]) -> None:
+    # a plain replacement gave both files one key: the second replaced the first in the store
+    first, second = ids
+    keys = {output_key("task-1", OutputFile(node, "image", filename="x.png"), 0) for node in ids}
+    assert len(keys) == 2
+    assert output_key(first, OutputFile("9", "image"), 0) != output_key(second, OutputFile("9", "image"), 0)
+    assert task_subfolder(first) != task_subfolder(second)
+
+
+@pytest.mark.parametrize("task_id", ["_task", "-1", "", ".hidden"])
+def test_ids_that_are_not_key_parts_still_give_valid_keys(task_id: str) -> None:
+    # a caller may choose the task id: "_task" passed through as is and the store refused the key
+    assert check_key(output_key(task_id, OutputFile(task_id, "image", filename="x.png"), 0))
+    assert check_key(manifest_key(task_id))
 
 
 @pytest.mark.parametrize(
@@ -121,6 +145,10 @@ def test_task_subfolder_and_output_keys_never_trust_names() -> None:
         ["::ffff:127.0.0.1"],
         ["93.184.215.14", "10.0.0.1"],
         ["224.0.0.1"],
+        ["2002:7f00:1::"],  # 6to4 for 127.0.0.1 (ipaddress calls it global)
+        ["2002:a9fe:a9fe::1"],  # 6to4 for the metadata service
+        ["fec0::1"],  # site-local (deprecated, ipaddress calls it global)
+        ["64:ff9b::a9fe:a9fe"],  # NAT64 for the metadata service
     ],
 )
 def test_guard_refuses_any_non_public_address(addresses: list[str]) -> None:
@@ -128,6 +156,11 @@ def test_guard_refuses_any_non_public_address(addresses: list[str]) -> None:
     with pytest.raises(WorkflowValidationError) as exc:
         guard.check("images.example", 443)
     assert error_type(exc) == "input_forbidden_address"
+
+
+def test_guard_lets_public_ipv6_through_including_6to4_of_a_public_address() -> None:
+    assert AddressGuard(resolver=lambda host, port: ["2606:4700::1111"]).check("images.example", 443) == "2606:4700::1111"
+    assert AddressGuard(resolver=lambda host, port: ["2002:5db8:d70e::1"]).check("images.example", 443) == "2002:5db8:d70e::1"
 
 
 def test_guard_allow_list_by_network_or_host_and_pins_the_checked_address() -> None:
@@ -148,7 +181,16 @@ def test_guard_unresolvable_host() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://a/b.png", "file:///etc/passwd", "http://user:pw@a/b.png", "gopher://x", "http:///nohost", "http://a:99999/b.png"]
+    "url",
+    [
+        "ftp://a/b.png",
+        "file:///etc/passwd",
+        "http://user:pw@a/b.png",
+        "gopher://x",
+        "http:///nohost",
+        "http://a:99999/b.png",
+        "http://[::1/pw",
+    ],
 )
 def test_fetch_refuses_other_schemes_and_credentials(url: str) -> None:
     with pytest.raises(WorkflowValidationError) as exc:
@@ -159,3 +201,65 @@ def test_fetch_refuses_other_schemes_and_credentials(url: str) -> None:
 
 def test_public_url_drops_credentials_and_query() -> None:
     assert public_url("https://u:secret@host:8443/a/b.png?X-Amz-Signature=abc") == "https://host:8443/a/b.png"
+
+
+class _HTMLFetcher(URLFetcher):
+    """Answers every URL with an HTML page (a login wall): no network."""
+
+    def fetch(self, url: str, *, cancel: threading.Event | None = None) -> bytes:
+        return b"<!doctype html><html>please log in</html>"
+
+
+@pytest.mark.parametrize("url", ["https://cdn.example/a.png#access_token=SECRET", "https://cdn.example/a.png?X-Amz-Signature=SECRET#frag"])
+def test_an_error_about_a_url_input_names_it_without_its_fragment_or_query(url: str) -> None:
+    # the fragment never goes to the server but it is part of the task argument: a token there
+    # reached the error message (result backend, logs, task-failed event)
+    (source,) = parse_inputs({"photo": {"url": url}})
+    with pytest.raises(WorkflowValidationError) as exc:
+        resolve_input(source, fetcher=_HTMLFetcher(AddressGuard()), store=None)
+    assert error_type(exc) == "input_bad_content"
+    assert "SECRET" not in str(exc.value) and "https://cdn.example/a.png" in str(exc.value)
+
+
+def test_a_malformed_url_is_a_validation_error_everywhere_it_is_shown() -> None:
+    # urlsplit raises ValueError on an unclosed IPv6 bracket: it escaped untyped
+    assert public_url("http://[::1/x?sig=SECRET") == "(malformed URL)"
+    (source,) = parse_inputs({"photo": {"url": "http://[::1/x"}})
+    assert "malformed" in source.describe()
+    with pytest.raises(WorkflowValidationError) as exc:
+        resolve_input(source, fetcher=fetcher(), store=None)
+    assert error_type(exc) == "input_bad_url"
+
+
+def test_inputs_whose_names_share_a_stem_are_uploaded_under_distinct_file_names() -> None:
+    # "photo.png" and "photo.jpg", both PNG by content, were both uploaded as photo.png: the
+    # second replaced the first on the pod and both loader nodes read the second image
+    raw = base64.b64encode(PNG).decode()
+    sources = parse_inputs({"photo.png": {"base64": raw}, "photo.jpg": {"base64": raw}, "photo": {"base64": raw}, "other": {"base64": raw}})
+    names = [resolve_input(source, fetcher=fetcher(max_bytes=4096), store=None).filename for source in sources]
+    assert len(set(names)) == 4 and all(name.endswith(".png") for name in names)
+    assert "other.png" in names  # a stem nobody shares keeps its plain name
+
+
+def test_a_resolver_that_hangs_is_bounded_by_the_connect_timeout_and_the_cancel() -> None:
+    # getaddrinfo takes no timeout: a slow DNS server held the fetch for the system's retries,
+    # past total_timeout and deaf to the cancel
+    release = threading.Event()
+
+    def hang(host: str, port: int) -> list[str]:
+        release.wait(10)
+        return ["93.184.215.14"]
+
+    slow = URLFetcher(AddressGuard(resolver=hang), FetchSettings(connect_timeout=0.2))
+    started = time.monotonic()
+    with pytest.raises(WorkflowValidationError) as exc:
+        slow.fetch("https://images.example/a.png")
+    assert error_type(exc) == "input_unreachable" and "resolve" in str(exc.value)
+    assert time.monotonic() - started < 2
+    cancel = threading.Event()
+    threading.Timer(0.1, cancel.set).start()  # while resolving (connect_timeout is 5 s here)
+    started = time.monotonic()
+    with pytest.raises(JobCancelledError):
+        URLFetcher(AddressGuard(resolver=hang)).fetch("https://images.example/a.png", cancel=cancel)
+    assert time.monotonic() - started < 2
+    release.set()

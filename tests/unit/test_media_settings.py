@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import Settings, SettingsError
+from config.settings import ENV_VARS, Settings, SettingsError
 from config.wiring import media_pipeline, output_store
+from worker.comfyui.errors import WorkflowValidationError
 from worker.fleet.media import FileStore, S3Store
+from worker.fleet.media.fetch import AddressGuard
 
 
 def test_no_store_by_default_keeps_todays_results() -> None:
@@ -51,6 +53,8 @@ def test_s3_store_with_endpoint_region_and_limits() -> None:
         ({"OUTPUT_STORE": "file://relative/path"}, "OUTPUT_STORE"),
         ({"OUTPUT_STORE": "s3:///no-bucket"}, "OUTPUT_STORE"),
         ({"OUTPUT_STORE": "s3://key:secret@bucket/x"}, "OUTPUT_STORE"),
+        ({"OUTPUT_STORE": "s3://:secret@bucket/x"}, "OUTPUT_STORE"),  # an empty user name is still userinfo
+        ({"INPUT_FETCH_TIMEOUT": "0"}, "INPUT_FETCH_TIMEOUT"),  # every fetch would fail at once
         ({"OUTPUT_CLEANUP": "everything"}, "OUTPUT_CLEANUP"),
         ({"OUTPUT_INLINE_MAX_BYTES": "99999999"}, "OUTPUT_INLINE_MAX_BYTES"),
         ({"INPUT_MAX_BYTES": "0"}, "INPUT_MAX_BYTES"),
@@ -61,3 +65,11 @@ def test_bad_values_name_the_variable_not_the_secret(env: dict[str, str], named:
     with pytest.raises(SettingsError) as exc:
         Settings.from_env(env)
     assert named in str(exc.value) and "secret" not in str(exc.value)
+
+
+def test_the_forbidden_address_error_names_the_setting_that_allows_it() -> None:
+    # the message said MEDIA_INPUT_ALLOW, a variable that does not exist
+    with pytest.raises(WorkflowValidationError) as exc:
+        AddressGuard(resolver=lambda host, port: ["10.1.2.3"]).check("minio.internal", 9000)
+    named = [var.name for var in ENV_VARS if var.name in str(exc.value)]
+    assert named == ["INPUT_URL_ALLOW"]

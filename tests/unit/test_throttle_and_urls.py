@@ -126,3 +126,10 @@ def test_bad_server_urls_are_rejected_without_echoing_secrets(bad: str) -> None:
 def test_redaction() -> None:
     assert redact_url("https://user:pw@h:1/p?token=abc&clientId=c&api_key=k") == "https://***@h:1/p?token=***&clientId=c&api_key=***"
     assert "abc" not in redact_url("wss://h/ws?clientId=c&token=abc")
+
+
+def test_redact_url_never_raises_on_a_port_out_of_range() -> None:
+    # urlsplit parses "h:99999" and only .port raises: redact_url is called inside error paths
+    # (a hostile WebSocket redirect's Location, settings messages), where a ValueError escaped untyped
+    assert redact_url("http://u:pw@h:99999/x?token=abc") == "http://***@h/x?token=***"
+    assert redact_url("http://h:port/x") == "http://h/x"

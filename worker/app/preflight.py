@@ -100,7 +100,7 @@ def find_queued(settings: Settings, task_id: str, queues: Iterable[str], *, cap:
 def _message_id(raw: bytes | str) -> str | None:
     try:
         message = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # anyone who can write to the queue can nest a message 100,000 deep
         return None
     headers = message.get("headers") if isinstance(message, dict) else None
     value = headers.get("id") if isinstance(headers, dict) else None

@@ -83,6 +83,8 @@ def check_value(value: Any, bounds: JSONBounds | None = None, *, where: str = "t
                         raise JSONBoundsError(f"{where} has a key of type {type(key).__name__}; JSON keys are strings", "bad_type")
                     chars += len(key)
                     stack.append((child, depth + 1))
+                if chars > bounds.max_string_chars:  # keys count too, whatever their values are
+                    raise JSONBoundsError(f"{where} holds more than {bounds.max_string_chars} characters of text", "too_large")
             else:
                 stack.extend((child, depth + 1) for child in current)
             continue

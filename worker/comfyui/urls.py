@@ -25,8 +25,12 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<unparseable url>"
     netloc = parts.hostname or ""
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:  # "h:99999" parses; only .port refuses it: shown without the port
+        port = None
+    if port is not None:
+        netloc = f"{netloc}:{port}"
     if parts.username or parts.password:
         netloc = f"***@{netloc}"
     pairs = [(k, "***" if _SECRET_PARAMS.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]

@@ -78,13 +78,17 @@ def greet(
         raise ResponseTooLargeError(f"the server's first WebSocket frame: {exc}", limit=exc.limit, what="websocket frame") from None
     except (OSError, websocket.WebSocketException) as exc:
         raise ConnectionFailedError(f"WebSocket closed during the handshake: {exc}", url=server_url) from None
+    # a server may echo the token of the URL, in a text frame or a binary one: both excerpts are
+    # redacted text (a hex dump of the bytes would carry the token past the redactor)
     if opcode != websocket.ABNF.OPCODE_TEXT:
-        raise ProtocolError("the server's first WebSocket frame is not text: not a ComfyUI server?", excerpt=bytes(data[:80]).hex())
+        raise ProtocolError(
+            "the server's first WebSocket frame is not text: not a ComfyUI server?", excerpt=(redact or Redactor()).excerpt(bytes(data), 80)
+        )
     message = p.parse_text(data, max_bytes=max_frame_bytes)
     if not isinstance(message, p.StatusData):
         raise ProtocolError(
             "the server's first WebSocket message is not 'status': not a ComfyUI server?",
-            excerpt=(redact or Redactor()).excerpt(bytes(data)),  # a server may echo the token of the URL
+            excerpt=(redact or Redactor()).excerpt(bytes(data)),
         )
     ws.settimeout(read_slice)
     return message

@@ -7,7 +7,8 @@ shared, reserved or multicast) unless the allow-list names the host or a network
 the address; the connection then goes to the address that was checked (no second resolution a
 DNS rebinding could change), with the original name in ``Host`` and for TLS (SNI and the
 certificate check). Redirects are followed by hand, a few at most, each hop checked again.
-Connect and read timeouts apply, an overall deadline and a cancel event bound the whole fetch,
+Connect and read timeouts apply (the connect timeout to name resolution too), an overall
+deadline and a cancel event bound the whole fetch (checked between socket reads),
 and the size cap is enforced while reading, whatever ``Content-Length`` claims.
 """
 
@@ -41,7 +42,10 @@ def _resolve(host: str, port: int) -> list[str]:
 
 def public_url(url: str) -> str:
     """The URL as it may appear in an error: no credentials, no query (a presigned signature)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 host: nothing of it is shown
+        return "(malformed URL)"
     host = parts.hostname or ""
     try:
         port = f":{parts.port}" if parts.port else ""
@@ -76,8 +80,13 @@ class AddressGuard:
 
     @staticmethod
     def _forbidden(address: IPAddress) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            elif address.is_site_local:  # fec0::/10: deprecated, not "private" to Python, but internal
+                return True
+            elif address.sixtofour is not None and AddressGuard._forbidden(address.sixtofour):
+                return True  # 2002:7f00:1:: is 6to4 for 127.0.0.1: Python calls it global
         return not address.is_global or address.is_multicast or address.is_reserved
 
     def check(self, host: str, port: int) -> str:
@@ -94,7 +103,7 @@ class AddressGuard:
                 if self._forbidden(address) and not any(address in net for net in networks):
                     raise _invalid(
                         f"input URL host {host!r} resolves to {address}, a loopback, private or link-local address "
-                        "the worker refuses to fetch from (MEDIA_INPUT_ALLOW lists the exceptions)",
+                        "the worker refuses to fetch from (INPUT_URL_ALLOW lists the exceptions)",
                         "input_forbidden_address",
                     )
         return str(addresses[0])
@@ -131,8 +140,39 @@ class URLFetcher:
             )
         return urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False, maxsize=1)
 
-    def _open(self, url: str) -> tuple[urllib3.BaseHTTPResponse, urllib3.HTTPConnectionPool]:
-        parts = urlsplit(url)
+    def _checked_address(self, host: str, port: int, deadline: float, cancel: threading.Event | None) -> str:
+        """:meth:`AddressGuard.check` within ``connect_timeout`` (and the deadline, and the cancel).
+
+        ``getaddrinfo`` takes no timeout and a slow resolver holds it for the system's retries;
+        it runs on a daemon thread that is left to finish on its own when we stop waiting."""
+        answer: list[str | BaseException] = []
+        done = threading.Event()
+
+        def resolve() -> None:
+            try:
+                answer.append(self.guard.check(host, port))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread as is
+                answer.append(exc)
+            done.set()
+
+        threading.Thread(target=resolve, name="media-resolve", daemon=True).start()
+        give_up = min(self._monotonic() + self.settings.connect_timeout, deadline)
+        while not done.wait(max(0.0, min(0.05, give_up - self._monotonic()))):
+            if cancel is not None and cancel.is_set():
+                raise JobCancelledError(f"resolving {host} was cancelled")
+            if self._monotonic() >= give_up:
+                raise _invalid(f"input URL host {host!r} did not resolve within {self.settings.connect_timeout:g} s", "input_unreachable")
+        if isinstance(answer[0], BaseException):
+            raise answer[0]
+        return answer[0]
+
+    def _open(
+        self, url: str, deadline: float, cancel: threading.Event | None
+    ) -> tuple[urllib3.BaseHTTPResponse, urllib3.HTTPConnectionPool]:
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # urlsplit refuses e.g. "http://[::1/x": ours to type, not a crash
+            raise _invalid(f"input URL {public_url(url)!r} is malformed", "input_bad_url") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise _invalid(f"input URL {public_url(url)!r} is not http(s)", "input_bad_url")
         if parts.username or parts.password:
@@ -141,7 +181,7 @@ class URLFetcher:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             raise _invalid(f"input URL {public_url(url)!r} has a bad port", "input_bad_url") from None
-        address = self.guard.check(parts.hostname, port)
+        address = self._checked_address(parts.hostname, port, deadline, cancel)
         pool = self._pool(parts.scheme, parts.hostname, address, port)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         default_port = (parts.scheme == "https" and port == 443) or (parts.scheme == "http" and port == 80)
@@ -160,10 +200,11 @@ class URLFetcher:
         """The body of ``url``; every failure is a validation error naming the URL (without its query)."""
         deadline = self._monotonic() + self.settings.total_timeout
         for _ in range(self.settings.max_redirects + 1):
-            response, pool = self._open(url)
+            self._check(url, deadline, cancel)  # a slow redirect chain is bounded too
+            response, pool = self._open(url, deadline, cancel)
             try:
                 if response.status in (301, 302, 303, 307, 308) and response.headers.get("Location"):
-                    url = urljoin(url, response.headers["Location"])
+                    url = _follow(url, response.headers["Location"])
                     continue
                 if response.status != 200:
                     raise _invalid(f"input URL {public_url(url)!r} answered HTTP {response.status}", "input_unreachable")
@@ -173,6 +214,12 @@ class URLFetcher:
                 pool.close()
         raise _invalid(f"input URL {public_url(url)!r}: more than {self.settings.max_redirects} redirects", "input_unreachable")
 
+    def _check(self, url: str, deadline: float, cancel: threading.Event | None) -> None:
+        if cancel is not None and cancel.is_set():
+            raise JobCancelledError(f"fetching {public_url(url)} was cancelled")
+        if self._monotonic() > deadline:
+            raise _invalid(f"input URL {public_url(url)!r} took longer than {self.settings.total_timeout:g} s", "input_unreachable")
+
     def _read(self, response: Any, url: str, deadline: float, cancel: threading.Event | None) -> bytes:
         limit = self.settings.max_bytes
         declared = response.headers.get("Content-Length")
@@ -181,10 +228,7 @@ class URLFetcher:
         body = bytearray()
         try:
             for chunk in _chunks(response):
-                if cancel is not None and cancel.is_set():
-                    raise JobCancelledError(f"fetching {public_url(url)} was cancelled")
-                if self._monotonic() > deadline:
-                    raise _invalid(f"input URL {public_url(url)!r} took longer than {self.settings.total_timeout:g} s", "input_unreachable")
+                self._check(url, deadline, cancel)
                 body += chunk
                 if len(body) > limit:
                     raise _invalid(f"input URL {public_url(url)!r} sent more than the {limit} bytes allowed", "input_too_large")
@@ -193,9 +237,19 @@ class URLFetcher:
         return bytes(body)
 
 
+def _follow(url: str, location: str) -> str:
+    try:
+        return urljoin(url, location)
+    except ValueError:  # a malformed Location from a hostile server
+        raise _invalid(f"input URL {public_url(url)!r} redirected to a malformed URL", "input_unreachable") from None
+
+
 def _chunks(response: Any, size: int = 1 << 16) -> Iterable[bytes]:
+    """What each socket read brings (``read1``), not full chunks: ``read(size)`` blocks until
+    ``size`` bytes came, so a server dripping a byte per read timeout would hold a 64 KiB read
+    (and the deadline and cancel checks between reads) for hours."""
     while True:
-        chunk = response.read(size)
+        chunk = response.read1(size)
         if not chunk:
             return
         yield chunk

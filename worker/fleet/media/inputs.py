@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
+import dataclasses
+import hashlib
 import re
 import threading
 from collections.abc import Mapping
@@ -20,7 +23,8 @@ from typing import Any
 
 from worker.comfyui.errors import StorageError, WorkflowValidationError
 from worker.comfyui.rest_client import ComfyUIRestClient
-from worker.fleet.media.fetch import URLFetcher
+from worker.fleet.media.fetch import URLFetcher, public_url
+from worker.fleet.media.outputs import task_key_part
 from worker.fleet.media.s3 import S3Store
 from worker.fleet.media.sniff import HEAD_BYTES, Sniffed, extension_for, sniff
 from worker.fleet.media.store import OutputStore, check_key
@@ -41,12 +45,16 @@ class InputSource:
     name: str
     kind: str
     value: str
+    #: the uploaded file's name before its sniffed extension; unique among the task's inputs
+    stem: str = ""
 
     def describe(self) -> str:
-        """For error messages: never the whole value (a base64 blob, a presigned query)."""
+        """For error messages: never the whole value (a base64 blob, a presigned query, a token
+        in the fragment or the userinfo)."""
         if self.kind == "base64":
             return f"input {self.name!r} (base64)"
-        return f"input {self.name!r} ({self.kind} {self.value.split('?', 1)[0][:200]})"
+        shown = public_url(self.value) if self.kind == "url" else self.value
+        return f"input {self.name!r} ({self.kind} {shown[:200]})"
 
 
 @dataclass(frozen=True)
@@ -54,10 +62,28 @@ class InputFile:
     name: str
     content: bytes
     sniffed: Sniffed
+    stem: str = ""
 
     @property
     def filename(self) -> str:
-        return self.name.rsplit(".", 1)[0] + extension_for(self.sniffed.content_type)
+        return (self.stem or _stem(self.name)) + extension_for(self.sniffed.content_type)
+
+
+def _stem(name: str) -> str:
+    return name.rsplit(".", 1)[0]
+
+
+def _unique_stems(names: list[str]) -> dict[str, str]:
+    """name -> its upload stem. ``photo.png`` and ``photo.jpg`` (or ``photo``) share the stem
+    ``photo``: sniffed as the same type, they were uploaded under one file name, the second
+    replacing the first, and both loaders got the second file. Those get a hash of the name."""
+    counts = collections.Counter(_stem(name) for name in names)
+
+    def stem_of(name: str) -> str:
+        stem = _stem(name)
+        return f"{stem}-{hashlib.sha256(name.encode()).hexdigest()[:8]}" if counts[stem] > 1 else stem
+
+    return {name: stem_of(name) for name in names}
 
 
 def parse_inputs(inputs: Mapping[str, Any] | None) -> list[InputSource]:
@@ -76,7 +102,8 @@ def parse_inputs(inputs: Mapping[str, Any] | None) -> list[InputSource]:
         if not isinstance(value, str) or not value:
             raise _invalid(f"input {name!r}: {kind} must be a non-empty string")
         sources.append(InputSource(name, kind, value))
-    return sources
+    stems = _unique_stems([source.name for source in sources])
+    return [dataclasses.replace(source, stem=stems[source.name]) for source in sources]
 
 
 def _decode_base64(source: InputSource, limit: int) -> bytes:
@@ -132,12 +159,12 @@ def resolve_input(
     sniffed = sniff(content[:HEAD_BYTES])
     if sniffed is None or sniffed.kind not in ("image", "video", "audio"):
         raise _invalid(f"{source.describe()} is not an image, video or audio file (checked by content)", "input_bad_content")
-    return InputFile(source.name, content, sniffed)
+    return InputFile(source.name, content, sniffed, source.stem)
 
 
 def task_subfolder(task_id: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_-]", "_", task_id)[:100]
-    return f"comfy-celery/{safe}"
+    """One folder per task (the output keys' task part: distinct ids never share a folder)."""
+    return f"comfy-celery/{task_key_part(task_id)}"
 
 
 def upload_inputs(client: ComfyUIRestClient, files: list[InputFile], task_id: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
-from worker.comfyui.errors import ComfyUIError, HTTPStatusError, StorageError
+from worker.comfyui.errors import ComfyUIError, HTTPStatusError, JobCancelledError, StorageError
 from worker.comfyui.rest_client import ComfyUIRestClient
 from worker.comfyui.results import OutputFile
 from worker.fleet.media.sniff import HEAD_BYTES, image_size, sniff
@@ -53,6 +53,7 @@ _SAFE_EXT = frozenset(
 T = TypeVar("T")
 _RECORD_LIMIT = 64 * 1024
 _CHUNK = 1 << 16
+_SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,15 @@ class OutputPolicy:
 
 
 def _part(value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", value)[:64] or "_"
+    """``value`` if it is already a valid key part, else a short hash of it then its safe form.
+
+    A plain replacement is not enough: ``9:1`` and ``9_1`` (or two long ids with one prefix)
+    would share a key, the second file replacing the first; and an id starting with ``_`` or
+    ``-`` (a caller may choose the task id) is not a valid key part at all."""
+    if _SAFE_PART.fullmatch(value):
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{digest}-{re.sub(r'[^A-Za-z0-9_-]', '_', value)[:64]}".rstrip("-")
 
 
 def task_key_part(task_id: str) -> str:
@@ -192,11 +201,13 @@ def with_retries(
     key: str,
 ) -> T:
     """Run ``action`` up to ``attempts`` times, waiting ``backoff * 2**n`` between; a failure to
-    store ends as :class:`StorageError`. Cap violations are not retried (they would fail again)."""
+    store ends as :class:`StorageError`. Cap violations are not retried (they would fail again).
+    A cancel during a wait is a :class:`JobCancelledError`: a (retryable) storage error there
+    would make the task adapter retry a job that was revoked or ran out of time."""
     last: StorageError | None = None
     for attempt in range(attempts):
         if attempt and sleep(backoff * 2 ** (attempt - 1), cancel):
-            break
+            raise JobCancelledError(f"storing {key} was cancelled")
         try:
             return action()
         except StorageError as exc:
@@ -212,5 +223,5 @@ def with_retries(
                 raise last from None
         except Exception as exc:  # noqa: BLE001 - a store library's error becomes ours, typed
             last = StorageError(f"storing {key} failed: {exc.__class__.__name__}", key=key)
-    assert last is not None or (cancel is not None and cancel.is_set())
-    raise last or StorageError(f"storing {key} was cancelled", key=key, retryable=False)
+    assert last is not None  # attempts >= 1, and every failed attempt sets it
+    raise last
