@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from worker.comfyui import protocol as p
 from worker.comfyui.clock import Clock
-from worker.comfyui.eta import EtaEstimator, Observation
+from worker.comfyui.eta import Estimate, EtaEstimator, Observation
 from worker.comfyui.node_costs import DurationModel
 
 __all__ = ["JobProgressState", "JobStatus", "ProgressTracker", "naive_progress", "node_weights"]
@@ -144,6 +144,7 @@ class ProgressTracker:
         self._finished: set[str] = set()
         self._status = JobStatus.QUEUED
         self._progress = 0.0
+        self._glided_at: float | None = None  # when the time estimate last moved the shown value
         self._current: str | None = None
         self._node_value: float | None = None
         self._node_max: float | None = None
@@ -255,13 +256,31 @@ class ProgressTracker:
         if self._estimate == "time":
             if self._status is not JobStatus.RUNNING or self._eta.started_at is None:
                 return  # queued: 0; failed or interrupted: where it stopped
-            raw = self._eta.estimate(self._clock.monotonic()).progress
+            raw = self._glide(self._eta.estimate(self._clock.monotonic()))
         else:
             live = [n for n in self._weights if n not in self._cached]
             total = sum(self._weights[n] for n in live)
             done = sum(self._weights[n] * self._fraction.get(n, 0.0) for n in live)
             raw = 100.0 * done / total if total else 0.0
         self._progress = max(self._progress, min(raw, RUNNING_CAP))
+
+    def _glide(self, estimate: Estimate) -> float:
+        """The shown value for a time estimate: the estimate, or more when it was revised down.
+
+        A plain ``max(shown, estimate)`` freezes the bar whenever the estimate learns the run is
+        longer than it thought (a first run on priors meets a sampler slower than they say: the
+        bar sat at 78 % for 7 of 10 steps). Instead, the part of the bar still to fill is used up
+        at the pace the estimate gives: over ``dt`` seconds with ``eta_s`` left, a share
+        ``dt / (dt + eta_s)`` of it. That is exactly the estimate when the estimate holds
+        (it then equals the elapsed share), independent of how often it is read, keeps moving
+        when the estimate is revised, and still reaches 100 only at success."""
+        now = self._clock.monotonic()
+        since, self._glided_at = self._glided_at, now
+        if since is None or estimate.eta_s is None or now <= since:
+            return estimate.progress
+        dt = now - since
+        glided = self._progress + (100.0 - self._progress) * dt / (dt + estimate.eta_s)
+        return max(estimate.progress, glided)
 
     def set_queue_position(self, position: int | None) -> None:
         """From ``GET /queue`` (0 = next to run); only meaningful while queued."""
