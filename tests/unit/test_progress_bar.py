@@ -59,6 +59,21 @@ def test_follow_prints_changes_and_ends_on_a_full_bar() -> None:
     assert len(lines) == 3
 
 
+def test_a_pipe_gets_one_100_percent_line_when_the_last_progress_was_full() -> None:
+    running = {"progress": 80.0, "status": "running", "node_id": "8", "node_type": "VAEDecode", "method": "websocket"}
+    full = {"progress": 100.0, "status": "completed", "node_id": None, "node_type": None, "method": "websocket"}
+    reads = FakeReads([("PROGRESS", running), ("PROGRESS", full), ("SUCCESS", {"ok": True})])
+    out = io.StringIO()
+    assert follow_task(reads, timeout=5, out=out, interactive=False, sleep=lambda s: None) == "SUCCESS"
+    lines = out.getvalue().splitlines()
+    assert [line for line in lines if "100.0%" in line] == [lines[-1]] and lines[-1].endswith("done")
+    assert len(lines) == 2
+    tty = io.StringIO()
+    reads = FakeReads([("PROGRESS", running), ("PROGRESS", full), ("SUCCESS", {"ok": True})])
+    assert follow_task(reads, timeout=5, out=tty, interactive=True, sleep=lambda s: None) == "SUCCESS"
+    assert tty.getvalue().endswith("done\n")  # a terminal redraws the line: the full bar ends as "done"
+
+
 def test_follow_times_out() -> None:
     out = io.StringIO()
     assert follow_task(FakeReads([("PENDING", None)]), timeout=0.0, out=out, interactive=True) == "TIMEOUT"

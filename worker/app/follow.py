@@ -49,7 +49,9 @@ def follow_task(
         if state == "SUCCESS":
             # the final PROGRESS may have lived only milliseconds: end on a full bar
             line = render("PROGRESS", {**last_meta, "progress": 100.0, "status": "completed", "node_type": None}) + "  done"
-        if line != last:
+        # a pipe cannot redraw: a full bar before SUCCESS would print 100 % twice (the SUCCESS line says it)
+        full = state == "PROGRESS" and isinstance(info, dict) and float(info.get("progress") or 0.0) >= 100.0
+        if line != last and (interactive or not full):
             if interactive:
                 out.write("\r\x1b[2K" + line)
             else:
