@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.logs import logs_to_file
 from tests.hostile_servers import ScriptedServer, echo_headers, endless_body, huge_frame, redirect_to, trickle
 from worker.comfyui.errors import ComfyUIError
 from worker.comfyui.http_transport import HTTPSettings
@@ -203,4 +204,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with logs_to_file("hostile"):
+        main()

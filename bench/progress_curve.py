@@ -10,6 +10,7 @@ import time
 
 import requests
 
+from bench.logs import logs_to_file
 from tests.traces import load_workflow
 from worker.comfyui import protocol as p
 from worker.comfyui.clock import SystemClock
@@ -72,5 +73,6 @@ def reconnects() -> None:
 
 
 if __name__ == "__main__":
-    curve()
-    reconnects()
+    with logs_to_file("progress_curve"):
+        curve()
+        reconnects()

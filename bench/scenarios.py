@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from bench.logs import logs_to_file
 from tests.traces import load_workflow
 from worker.comfyui.errors import ComfyUIError
 from worker.comfyui.http_transport import HTTPSettings
@@ -149,4 +150,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with logs_to_file("scenarios"):
+        main()
