@@ -70,3 +70,19 @@ def test_between_steps_the_bar_keeps_moving_too() -> None:
     sampling = [(s.elapsed_s, s.progress) for s in states if s.current_node_type == "KSampler"]
     stalls = [(t, v) for (t0, v0), (t, v) in itertools.pairwise(sampling) if t != t0 and v <= v0]
     assert stalls == [], sampling
+
+
+def test_a_node_far_past_its_expected_end_does_not_rush_the_bar_to_the_end() -> None:
+    # the checkpoint's prior is 3 s; this one takes 30 s: its ``eta_s`` stops counting down, and
+    # a bar filling at the pace of ``eta_s`` would sit at 99.9 % long before the sampler starts
+    clock = FakeClock(start=0.0)
+    tracker = ProgressTracker("p", json.loads(SAMPLE.read_text()), clock=clock)
+    tracker.apply(p.ExecutionStartData("p"))
+    tracker.apply(p.ExecutionCachedData((), "p"))
+    tracker.apply(p.ExecutingData("4", "p"))
+    curve = []
+    for _ in range(150):
+        clock.advance(0.2)
+        curve.append(tracker.state().progress)
+    assert curve == sorted(curve) and curve[-1] > curve[75]  # still moving, slower and slower
+    assert curve[-1] < 92.0, curve[-1]  # 88.6 % (a bar paced by eta_s alone: 99.9 %)

@@ -144,7 +144,7 @@ class ProgressTracker:
         self._finished: set[str] = set()
         self._status = JobStatus.QUEUED
         self._progress = 0.0
-        self._glided_at: float | None = None  # when the time estimate last moved the shown value
+        self._raw_progress: float | None = None  # the time estimate at the last look (see _glide)
         self._current: str | None = None
         self._node_value: float | None = None
         self._node_max: float | None = None
@@ -269,18 +269,16 @@ class ProgressTracker:
 
         A plain ``max(shown, estimate)`` freezes the bar whenever the estimate learns the run is
         longer than it thought (a first run on priors meets a sampler slower than they say: the
-        bar sat at 78 % for 7 of 10 steps). Instead, the part of the bar still to fill is used up
-        at the pace the estimate gives: over ``dt`` seconds with ``eta_s`` left, a share
-        ``dt / (dt + eta_s)`` of it. That is exactly the estimate when the estimate holds
-        (it then equals the elapsed share), independent of how often it is read, keeps moving
-        when the estimate is revised, and still reaches 100 only at success."""
-        now = self._clock.monotonic()
-        since, self._glided_at = self._glided_at, now
-        if since is None or estimate.eta_s is None or now <= since:
-            return estimate.progress
-        dt = now - since
-        glided = self._progress + (100.0 - self._progress) * dt / (dt + estimate.eta_s)
-        return max(estimate.progress, glided)
+        bar sat at 78.6 % for 7 of 10 steps). Instead the bar's unfilled part shrinks by the
+        factor the estimate's own unfilled part shrank since the last look. While the estimate
+        holds that is the estimate itself (``1 - dt / eta_s`` either way); after a revision the
+        bar goes on at the estimate's pace from where it is, never faster, so a node running
+        past its expected end (whose ``eta_s`` stops counting down) does not rush it to 99.9."""
+        before, self._raw_progress = self._raw_progress, estimate.progress
+        if before is None or before >= 100.0 or estimate.progress <= before:
+            return estimate.progress  # the first look, or no headway: the caller keeps what is shown
+        shrink = (100.0 - estimate.progress) / (100.0 - before)
+        return max(estimate.progress, 100.0 - (100.0 - self._progress) * shrink)
 
     def set_queue_position(self, position: int | None) -> None:
         """From ``GET /queue`` (0 = next to run); only meaningful while queued."""
