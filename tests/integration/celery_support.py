@@ -88,9 +88,19 @@ def app_for(env: Mapping[str, str]) -> Celery:
 
 
 class WorkerProcess:
-    """``celery -A tasks.app worker`` as a real process (prefork pool)."""
+    """``celery -A tasks.app worker`` as a real process (prefork pool unless ``pool`` says otherwise)."""
 
-    def __init__(self, app: Celery, env: Mapping[str, str], *, concurrency: int = 1, queues: str | None = None, log_path: Path) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        env: Mapping[str, str],
+        *,
+        concurrency: int = 1,
+        queues: str | None = None,
+        log_path: Path,
+        pool: str = "prefork",
+        app_module: str = "tasks.app",
+    ) -> None:
         self.app = app
         self.name = f"w{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
         args = [
@@ -98,12 +108,12 @@ class WorkerProcess:
             "-m",
             "celery",
             "-A",
-            "tasks.app",
+            app_module,
             "worker",
             "-l",
             "info",
             "-P",
-            "prefork",
+            pool,
             "-c",
             str(concurrency),
             "-n",
