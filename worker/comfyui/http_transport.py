@@ -8,15 +8,17 @@ connection failures, timeouts and 5xx; ``POST /prompt`` is never retried here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
+import resource
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import requests
-from requests.adapters import ReadTimeoutError  # urllib3's, as requests itself imports it
+from requests.adapters import HTTPAdapter, ReadTimeoutError  # urllib3's, as requests itself imports it
 
 from worker.comfyui.clock import Clock, SystemClock
 from worker.comfyui.errors import (
@@ -46,6 +48,9 @@ class HTTPSettings:
     max_response_bytes: int = 32 * 1024 * 1024
     #: one download from first byte to last (a ``/view`` trickling a byte a second never ended)
     download_timeout: float = 600.0
+    #: requests in flight at once to this server from this process (each holds one connection);
+    #: also the most connections kept open between requests
+    max_connections: int = 2
 
     def __post_init__(self) -> None:
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
@@ -54,10 +59,19 @@ class HTTPSettings:
             raise ValueError("retries must be >= 0")
         if self.max_response_bytes <= 0 or self.max_download_bytes <= 0 or not self.download_timeout > 0:
             raise ValueError("HTTP size caps and the download timeout must be > 0")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
 
 
 class HTTPTransport:
-    """A thread-safe wrapper around one ``requests.Session`` per thread."""
+    """One ``requests.Session`` per server, shared by every thread and greenlet of the process.
+
+    A session per thread piled up: under gevent every job was a new greenlet, so every job
+    added a session and its connection, never pruned (380 sockets after 300 jobs). Here the
+    connections to one server are bounded whatever the pool: at most ``max_connections``
+    requests are in flight at once (a caller waits for a slot within its connect timeout, and
+    its cancel event), and urllib3 keeps at most that many open between requests. A streamed
+    download (minutes for a video) gets a connection of its own instead, closed with it."""
 
     def __init__(
         self,
@@ -73,29 +87,54 @@ class HTTPTransport:
         self.settings = settings or HTTPSettings()
         self._headers = dict(headers or {})
         self._session_factory = session_factory
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
+        self._session_obj: requests.Session | None = None
         self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self.settings.max_connections)
         self._clock = clock or SystemClock()
         self._log = logger or logging.getLogger(__name__)
         #: the configured credentials, kept out of every excerpt of a body (a server may echo them)
         self.redact = Redactor.from_headers(self._headers)
 
     def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = self._session_factory()
-            session.headers.update(self._headers)
-            self._local.session = session
-            with self._lock:
-                self._sessions.append(session)
-        return session
+        with self._lock:
+            if self._session_obj is None:
+                session = self._session_factory()
+                session.headers.update(self._headers)
+                # never more pooled connections than requests we let run at once: urllib3 then
+                # neither discards connections nor logs "pool is full" (a fake session has no adapters)
+                if isinstance(session, requests.Session):
+                    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.settings.max_connections)
+                    session.mount("http://", adapter)
+                    session.mount("https://", adapter)
+                self._session_obj = session
+            return self._session_obj
 
     def close(self) -> None:
         with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
+            session, self._session_obj = self._session_obj, None
+        if session is not None:
             session.close()
+
+    def _checkout(
+        self, method: str, safe_url: str, wait: float, cancel: threading.Event | None, stream: bool
+    ) -> tuple[requests.Session, Callable[[], None]]:
+        """A session for one request and what to call once its body is read: a slot of the
+        shared session, or (``stream``) a session of its own, closed with its response."""
+        if stream:
+            session = self._session_factory()
+            session.headers.update(self._headers)
+            return session, session.close
+        deadline = self._clock.monotonic() + wait
+        while not self._slots.acquire(timeout=min(0.05, max(0.0, deadline - self._clock.monotonic()))):
+            if cancel is not None and cancel.is_set():
+                raise JobCancelledError(f"{method} {safe_url}: cancelled while waiting for a connection")
+            if self._clock.monotonic() >= deadline:
+                raise TransportTimeoutError(
+                    f"{method} {safe_url}: no free connection within {wait:g} s ({self.settings.max_connections} in use)",
+                    phase="connect",
+                    seconds=wait,
+                )
+        return self._session(), self._slots.release
 
     def request(
         self,
@@ -125,12 +164,16 @@ class HTTPTransport:
         for attempt in range(1, attempts + 1):
             if attempt > 1 and self._clock.sleep(self.settings.retry_backoff * 2 ** (attempt - 2), cancel):
                 break
+            session, done = self._checkout(method, safe_url, timeout[0], cancel, stream)
+            handed_over = False
             try:
-                response = self._session().request(
-                    method, url, json=json_body, params=params, files=files, data=data, timeout=timeout, stream=True
-                )
+                response = session.request(method, url, json=json_body, params=params, files=files, data=data, timeout=timeout, stream=True)
                 if response.status_code in accept:
-                    return response if stream else self._read_body(response, method, safe_url, timeout)
+                    if not stream:
+                        return self._read_body(response, method, safe_url, timeout)
+                    _close_also(response, done)
+                    handed_over = True
+                    return response
                 excerpt = self.redact.excerpt(_head_of_body(response, 200 + self.redact.longest))
             except requests.RequestException as exc:
                 last = _transport_error(exc, method, safe_url, timeout)
@@ -144,6 +187,9 @@ class HTTPTransport:
                 if response.status_code < 500 or not retry:
                     raise error
                 last = error
+            finally:
+                if not handed_over:
+                    done()  # the body is read (or refused): the connection is free again
             if attempt < attempts:
                 self._log.warning("comfyui %s %s failed (attempt %d/%d): %s", method, safe_url, attempt, attempts, last)
         assert last is not None  # the loop ran at least once, and only a failure gets here
@@ -229,6 +275,19 @@ class HTTPTransport:
             ) from None
 
 
+def _close_also(response: requests.Response, done: Callable[[], None]) -> None:
+    """Closing ``response`` also calls ``done``: a streamed body's own session lives as long."""
+    close = response.close
+
+    def close_both() -> None:
+        try:
+            close()
+        finally:
+            done()
+
+    response.close = close_both  # type: ignore[method-assign]
+
+
 def _head_of_body(response: requests.Response, size: int) -> bytes:
     """The first bytes of an error body, read no further (a body in memory, from a fake session, as is)."""
     if response.raw is None:
@@ -272,9 +331,27 @@ def _transport_error(exc: requests.RequestException, method: str, safe_url: str,
     # a read timeout while streaming a body arrives as a ConnectionError around urllib3's ReadTimeoutError
     if isinstance(exc, requests.ReadTimeout) or isinstance(exc.args[0] if exc.args else None, ReadTimeoutError):
         return TransportTimeoutError(f"{method} {safe_url}: no data within {timeout[1]:g} s", phase="request", seconds=timeout[1])
+    if (limit := _file_limit(exc)) is not None:
+        return ConnectionFailedError(
+            f"{method} {safe_url}: this process is out of file descriptors (limit {limit}): raise `ulimit -n` or lower the concurrency",
+            {"resource": "file_descriptors", "limit": limit},
+            url=safe_url,
+        )
     if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
         return ConnectionFailedError(f"{method} {safe_url}: {_root_cause(exc)}", url=safe_url)
     return ConnectionFailedError(f"{method} {safe_url}: {exc.__class__.__name__}", url=safe_url)
+
+
+def _file_limit(exc: BaseException) -> int | None:
+    """The soft file limit when ``exc`` was caused by running out of descriptors (EMFILE/ENFILE), else None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        # urllib3 wraps the OSError in its own errors' arguments, not always as a cause
+        for candidate in (seen, *seen.args):
+            if isinstance(candidate, OSError) and candidate.errno in (errno.EMFILE, errno.ENFILE):
+                return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _root_cause(exc: BaseException) -> str:
