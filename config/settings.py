@@ -63,7 +63,16 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "While a job runs, a quiet socket is pinged; no frame this many seconds after a ping means dead (0: off).",
     ),
     EnvVar("COMFYUI_POLL_INTERVAL", "2", "Seconds between REST polls on the fallback path."),
-    EnvVar("COMFYUI_HISTORY_PROBE_INTERVAL", "5", "Seconds between history probes while on the WebSocket (catches deaf sockets)."),
+    EnvVar(
+        "COMFYUI_HISTORY_PROBE_INTERVAL",
+        "5",
+        "Seconds of silence on the WebSocket before history is probed (a deaf socket); also how often queued jobs' places are refreshed.",
+    ),
+    EnvVar(
+        "COMFYUI_MAX_QUEUED_PER_POD",
+        "0",
+        "Most prompts one worker process leaves waiting in a pod's own queue (0: no limit); more jobs wait in the worker, unsubmitted.",
+    ),
     EnvVar("PROGRESS_THROTTLE_SECONDS", "1", "At most one PROGRESS update per this many seconds (the last one always delivered)."),
     EnvVar("JOB_TIME_LIMIT", "3600", "Soft time limit of a job in seconds: the prompt is interrupted and the task fails with `timeout`."),
     EnvVar("JOB_HARD_TIME_LIMIT", "(soft + 60)", "Hard time limit: the pool process is killed."),
@@ -238,6 +247,7 @@ class Settings:
     ws_pong_timeout: float = 1.0
     poll_interval: float = 2.0
     history_probe_interval: float = 5.0
+    max_queued_per_pod: int | None = None
     progress_throttle: float = 1.0
     job_time_limit: float = 3600.0
     job_hard_time_limit: float = 3660.0
@@ -356,6 +366,7 @@ class Settings:
             ws_pong_timeout=_float("COMFYUI_WS_PONG_TIMEOUT", get("COMFYUI_WS_PONG_TIMEOUT", "1"), allow_zero=True),
             poll_interval=_float("COMFYUI_POLL_INTERVAL", get("COMFYUI_POLL_INTERVAL", "2")),
             history_probe_interval=_float("COMFYUI_HISTORY_PROBE_INTERVAL", get("COMFYUI_HISTORY_PROBE_INTERVAL", "5")),
+            max_queued_per_pod=_int("COMFYUI_MAX_QUEUED_PER_POD", get("COMFYUI_MAX_QUEUED_PER_POD", "0")) or None,
             progress_throttle=_float("PROGRESS_THROTTLE_SECONDS", get("PROGRESS_THROTTLE_SECONDS", "1"), allow_zero=True),
             job_time_limit=soft,
             job_hard_time_limit=hard,

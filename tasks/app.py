@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any
 
 from celery import Celery, signals
 from kombu import Queue
 
 from config.settings import Settings, SettingsError
+from tasks.cancel_flags import start_revoked_mirror
 from tasks.priority import NEW_JOB_PRIORITY
 from tasks.workflow import register
 
@@ -99,6 +101,22 @@ def _log_settings(sender: Any = None, **_: Any) -> None:
     celery = getattr(sender, "app", None)
     if celery is not None and isinstance(getattr(celery.conf, "comfy_settings", None), Settings):
         log.info("comfy-celery worker settings: %s", settings_of(celery).describe())
+
+
+_mirror_stop = threading.Event()
+
+
+@signals.worker_ready.connect
+def _mirror_revokes(sender: Any = None, **_: Any) -> None:
+    """In the worker's main process: revokes become cancel flags, which prefork children read."""
+    celery = getattr(sender, "app", None)
+    if celery is not None and isinstance(getattr(celery.conf, "comfy_settings", None), Settings):
+        start_revoked_mirror(celery, _mirror_stop)
+
+
+@signals.worker_shutdown.connect
+def _stop_mirror(**_: Any) -> None:
+    _mirror_stop.set()
 
 
 def _started_by_celery_command() -> bool:

@@ -2,8 +2,12 @@
 
 * prompt id = the Celery task id (the id a web backend holds is also ComfyUI's), and the
   WebSocket clientId derives from it;
-* before submitting, the prompt id is looked up on the pod, so a redelivered task re-attaches
-  instead of submitting twice; a transient failure before the prompt was accepted
+* a task that ran before (a retry, a redelivery) looks its prompt id up on the pods before
+  submitting, so it re-attaches instead of submitting twice (a first delivery skips that);
+* the pod comes from the process's :class:`~worker.fleet.balance.Balancer` (what this process
+  has in flight, and the optional per-pod queue limit), and the job registers on the process's
+  :class:`~worker.fleet.cancel_board.CancelBoard` (revokes and cancel flags, in every pool);
+* a transient failure before the prompt was accepted
   (:func:`~worker.comfyui.errors.is_transient`) is retried with backoff, ahead of queued jobs
   (:mod:`tasks.priority`);
 * progress goes to ``update_state("PROGRESS")`` and a ``task-progress`` event (Flower), at most
@@ -21,7 +25,9 @@ there for new reactions to a job); this module only wires one job's steps togeth
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from typing import Any, NoReturn, cast
 
 from celery import Celery, Task
@@ -46,17 +52,21 @@ TASK_NAME = "comfy.run_workflow"
 log = logging.getLogger(__name__)
 
 
-def _choose_pod(task: Task[Any, Any], rt: Runtime, opts: TaskOptions, prompt_id: str, attempt: int) -> PodConfig:
+def _ran_before(task: Task[Any, Any], attempt: int) -> bool:
+    """Only a task that ran before can have its prompt on a pod already: a retry, a worker lost
+    (Celery retries it) or a message restored by the broker (``redelivered``)."""
+    return attempt > 1 or bool((task.request.delivery_info or {}).get("redelivered"))
+
+
+def _given_pod(rt: Runtime, opts: TaskOptions, prompt_id: str, ran_before: bool) -> PodConfig | None:
+    """The pod this job must use (asked for, or the one holding its prompt); None: the balancer chooses."""
     pool = rt.pool
     if opts.pod is not None:
         try:
             return pool.get(opts.pod)
         except KeyError as exc:
             raise WorkflowValidationError(str(exc.args[0])) from None  # str(KeyError) quotes it again
-    # only a task that ran before can have its prompt on a pod already: a retry, a worker
-    # lost (Celery retries it) or a message restored by the broker (``redelivered``)
-    ran_before = attempt > 1 or bool((task.request.delivery_info or {}).get("redelivered"))
-    return (pool.find_prompt(prompt_id) if ran_before and len(pool.pods) > 1 else None) or pool.least_loaded()
+    return pool.find_prompt(prompt_id) if ran_before and len(pool.pods) > 1 else None
 
 
 def _end_cancelled(task: Task[Any, Any], cancellation: Cancellation, settings: Settings, prompt_id: str) -> NoReturn:
@@ -126,34 +136,45 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
         rt = runtime(celery, settings)
         prompt_id = str(self.request.id)
         attempt = int(self.request.retries or 0) + 1
-        pod = _choose_pod(self, rt, opts, prompt_id, attempt)
+        ran_before = _ran_before(self, attempt)
+        given = _given_pod(rt, opts, prompt_id, ran_before)
         redis = live.redis_of(celery)
         web = live.WebObserver(settings, opts.web, prompt_id, redis)
-        observer = TaskObserver(
-            self, pod=pod, attempt=attempt, job_type=opts.job_type, cancellation=cancellation, accepted=accepted, web=web
-        )
         flag = live.CancelFlag(redis, prompt_id, lambda: cancellation.cancel(CancelReason.REVOKED))
-        runner = ComfyUIJobRunner(
-            rt.pool.client(pod), analytics=rt.analytics, throttle_interval=settings.progress_throttle, timings=rt.timings
-        )
-        log.info("task %s (attempt %d): running on pod %s (%s)", prompt_id, attempt, pod.name, pod.safe_url)
+        # JOB_TIME_LIMIT is also the job's own deadline, so it holds in every pool, not only where
+        # Celery's soft limit (a signal) exists: the prompt is interrupted, the task fails `timeout`
+        seconds = min(opts.timeout or math.inf, settings.job_time_limit)
         try:
-            with cancel_on_sigusr1(cancellation, limit), flag:
-                recalled = rt.media.recall(prompt_id)  # a redelivery after every output was stored
-                if recalled is not None:
-                    return cast(TaskResult, recalled)
-                # inputs onto the pod first (validation errors before anything is submitted)
-                workflow = rt.media.prepare_inputs(workflow, inputs, runner.pod.rest, prompt_id, cancel=cancellation.event)
-                result = runner.run(
-                    workflow,
-                    prompt_id=prompt_id,
-                    client_id=f"comfy-celery-{prompt_id}",
-                    job_type=opts.job_type,
-                    observer=[observer, web],
-                    cancel=cancellation.event,
-                    timeout=opts.timeout,
+            recalled = rt.media.recall(prompt_id)  # a redelivery after every output was stored
+            if recalled is not None:
+                return cast(TaskResult, recalled)
+            # a revoke (the revoked set) or a flag sets the same event as the web client's cancel
+            with (
+                flag,
+                rt.cancels.job(prompt_id, cancellation.event),
+                rt.balancer.lease(given, cancel=cancellation.event, timeout=seconds) as pod,
+            ):
+                observer = TaskObserver(
+                    self, pod=pod, attempt=attempt, job_type=opts.job_type, cancellation=cancellation, accepted=accepted, web=web
                 )
-                stored = rt.media.store_outputs(runner.pod.rest, result, cancel=cancellation.event, also={"pod": pod.name})
+                runner = ComfyUIJobRunner(
+                    rt.pool.client(pod), analytics=rt.analytics, throttle_interval=settings.progress_throttle, timings=rt.timings
+                )
+                log.info("task %s (attempt %d): running on pod %s (%s)", prompt_id, attempt, pod.name, pod.safe_url)
+                with cancel_on_sigusr1(cancellation, limit):
+                    # inputs onto the pod first (validation errors before anything is submitted)
+                    workflow = rt.media.prepare_inputs(workflow, inputs, runner.pod.rest, prompt_id, cancel=cancellation.event)
+                    result = runner.run(
+                        workflow,
+                        prompt_id=prompt_id,
+                        client_id=f"comfy-celery-{prompt_id}",
+                        job_type=opts.job_type,
+                        observer=[observer, web],
+                        cancel=cancellation.event,
+                        timeout=max(0.001, seconds - (time.monotonic() - limit.started)),
+                        reattach=ran_before,
+                    )
+                    stored = rt.media.store_outputs(runner.pod.rest, result, cancel=cancellation.event, also={"pod": pod.name})
         except StorageError as exc:
             # the prompt is done: a retry re-attaches to its history entry and streams again
             if not exc.retryable or self.request.retries >= settings.task_max_retries:

@@ -83,6 +83,9 @@ class PromptJob:
             down_min_s=min(settings.fault_probe_interval, settings.poll_interval),
             down_max_s=settings.poll_interval,
         )
+        #: when the pod accepted the prompt (monotonic), and when the /queue snapshot this job last used was read
+        self.submitted_at: float | None = None
+        self.queue_seen_at: float | None = None
 
     @staticmethod
     def new_prompt_id(request: JobRequest) -> str:
@@ -123,6 +126,7 @@ class PromptJob:
         if self.rest.get_queue(cancel=self.cancel).contains(self.prompt_id):
             self.log.info("comfyui prompt %s already queued on %s: re-attaching", self.prompt_id, self.rest.server_url)
             self.submitted = True
+            self.submitted_at = self.clock.monotonic()
         return None
 
     def submit(self, client_id: str | None) -> None:
@@ -179,6 +183,7 @@ class PromptJob:
 
     def accepted(self, submitted: SubmittedPrompt) -> None:
         self.submitted = True
+        self.submitted_at = self.clock.monotonic()
         self.node_errors = submitted.node_errors
         self.events.submitted(submitted)
         self.publish()

@@ -58,6 +58,10 @@ class PodClientSettings:
     history_probe_interval: float = 5.0
     #: a prompt not started this long after its submission gets its queue position from /queue
     queued_probe_delay: float = 0.5
+    #: the most often one process reads a pod's /queue for all its queued jobs
+    queue_read_interval: float = 1.0
+    #: a queued job's position is read again when the pod's queue changes, and at least this often
+    queued_refresh_interval: float = 30.0
     #: after a completion event, how long ``{}`` from /history is retried (it is written just after)
     history_confirm_timeout: float = 3.0
     #: a job's own deadline when the caller gives none (None: no deadline)
@@ -73,3 +77,5 @@ class PodClientSettings:
     #: gets one attempt within this, and all of them together twice this, so a hung pod cannot
     #: hold a cancelled job past the hard time limit
     abort_timeout: float = 2.0
+    #: a good health check serves every job of the process on this pod this long
+    health_max_age: float = 10.0

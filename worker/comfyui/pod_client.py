@@ -43,6 +43,7 @@ from worker.comfyui.probe_schedule import ProbeSchedule
 from worker.comfyui.progress import JobStatus
 from worker.comfyui.rest_client import ComfyUIRestClient
 from worker.comfyui.results import WorkflowResult
+from worker.comfyui.shared_reads import SharedReads
 from worker.comfyui.urls import ServerURL
 from worker.comfyui.websocket_client import ComfyUIWebSocketClient, ConnectionEvent, PromptCompletion, WebSocketFactory
 
@@ -51,9 +52,24 @@ __all__ = ["ComfyUIPodClient", "FallbackEvent", "FallbackReason", "JobRequest", 
 PodEvent = ConnectionEvent | FallbackEvent
 
 
+class _Heard:
+    """What one socket heard: when its last message came, and its pod's last queue change."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.at = clock.monotonic()
+        self.queue_changed_at = self.at
+
+    def __call__(self, message: p.ComfyUIMessage | p.BinaryFrame) -> None:
+        self.at = self._clock.monotonic()
+        if isinstance(message, p.StatusData):
+            self.queue_changed_at = self.at
+
+
 class ComfyUIPodClient:
     """The REST API (``rest``) plus the execution paths. Safe to use from several threads at
-    once: each job gets its own WebSocket; HTTP sessions are per thread."""
+    once: each job gets its own WebSocket; one bounded HTTP session serves them all, and the
+    pod's health and queue are read once for all the jobs that ask at once (``shared``)."""
 
     def __init__(
         self,
@@ -91,6 +107,7 @@ class ComfyUIPodClient:
         #: reused (idle ones first), at most 32, so their HTTP sessions stay bounded too
         self._submitter: ThreadPoolExecutor | None = None
         self._submitter_lock = threading.Lock()
+        self.shared = SharedReads(self.clock, self.rest.health_check, self.rest.get_queue, health_max_age=self.settings.health_max_age)
 
     @property
     def server(self) -> ServerURL:
@@ -180,11 +197,13 @@ class ComfyUIPodClient:
             try:
                 ws.connect()
             except TransportError as exc:
+                self.shared.pod_failed()
                 job.fall_back("timeout" if isinstance(exc, TransportTimeoutError) else "connection_failed", exc)
                 return job.poll()
             try:
                 return self._follow(job, ws)
             except ConnectionLostError as exc:
+                self.shared.pod_failed()
                 job.fall_back("error", exc)
                 return job.poll()
         finally:
@@ -192,7 +211,7 @@ class ComfyUIPodClient:
             ws.close()
 
     def _require_healthy(self) -> None:
-        report = self.rest.health_check()
+        report = self.shared.health()
         if not report.ok:
             raise ConnectionFailedError(f"ComfyUI at {self.server_url} is not healthy: {report.reason}", url=self.server_url)
 
@@ -219,7 +238,9 @@ class ComfyUIPodClient:
         # the socket feeds the job's own tracker (thread-safe), so a fallback continues from it
         ws.watch(job.prompt_id, job.workflow, tracker=job.tracker)
         put: Callable[[str], Callable[[Any], None]] = lambda kind: lambda value: events.put((kind, value))  # noqa: E731
+        heard = _Heard(self.clock)
         subscriptions = [
+            ws.on_message(heard),
             ws.on_progress(put("progress"), job.prompt_id),
             ws.on_completion(put("completion"), job.prompt_id),
             ws.on_error(put("error"), job.prompt_id),
@@ -229,17 +250,15 @@ class ComfyUIPodClient:
         try:
             job.submit_in_background(self._submit_executor(), ws.client_id)
             self.log.info("comfyui prompt %s submitted to %s, following over WebSocket", job.prompt_id, self.server_url)
-            return self._follow_loop(job, events)
+            return self._follow_loop(job, events, heard)
         finally:
             for unsubscribe in subscriptions:
                 unsubscribe()
             ws.unwatch(job.prompt_id)
 
-    def _follow_loop(self, job: PromptJob, events: queue.Queue[tuple[str, Any]]) -> WorkflowResult:
-        # a prompt behind others hears nothing on the socket until it starts: an early look at
-        # /queue gives the caller its position at once (skipped if it has started by then)
-        schedule = ProbeSchedule(job.probe_times, self.clock.monotonic() + min(self.settings.queued_probe_delay, job.probe_times.healthy_s))
-        early_look = True
+    def _follow_loop(self, job: PromptJob, events: queue.Queue[tuple[str, Any]], heard: _Heard) -> WorkflowResult:
+        schedule = ProbeSchedule(job.probe_times, self.clock.monotonic() + job.probe_times.healthy_s)
+        forced = False
         while True:
             job.check_stop()
             job.take_reply()
@@ -262,16 +281,67 @@ class ComfyUIPodClient:
                 (schedule.down if value.kind == "disconnected" else schedule.up)(self.clock.monotonic())
                 if value.kind == "disconnected":
                     job.tracker.stream_gap()
-                early_look = False
-            # no probe while the POST is in flight: the pod may not know the prompt yet
-            if schedule.due(self.clock.monotonic()) and job.submitting is None:
-                if not early_look or job.tracker.state().status is JobStatus.QUEUED:
-                    result = self._safety_probe(job)
-                    if result is not None:
-                        return result
-                early_look = False
-                schedule.probed(self.clock.monotonic(), job.tracker.state().eta_s)
+                forced = True
+            # no look while the POST is in flight: the pod may not know the prompt yet
+            if job.submitting is None:
+                result, forced = self._look(job, heard, schedule, forced)
+                if result is not None:
+                    return result
             job.tick()
+
+    def _look(self, job: PromptJob, heard: _Heard, schedule: ProbeSchedule, forced: bool) -> tuple[WorkflowResult | None, bool]:
+        """A look at the pod while the socket is followed, only when the socket may have missed
+        something; returns (a result or None, still forced).
+
+        After a drop or a reconnect (``forced``) events were lost: history is asked on the
+        schedule (at once, then often while the socket is down). A queued prompt hears nothing
+        of its own until it starts, but every socket hears the pod's queue change (``status``):
+        its position is read again then, from the process's ``/queue`` read shared by all its
+        jobs on the pod. A running prompt on a connected socket is looked up only after the
+        socket was silent for ``healthy_s`` (a deaf socket): a healthy socket costs no request."""
+        now = self.clock.monotonic()
+        if job.tracker.state().status is JobStatus.QUEUED and schedule.connected and not forced:
+            if schedule.due(now):
+                schedule.probed(now, None)  # the schedule moves on, or every wait computed from it would be 0
+            return self._queued_look(job, heard, now), False
+        if not schedule.due(now):
+            return None, forced
+        deaf = now - heard.at >= job.probe_times.healthy_s
+        result = self._safety_probe(job) if forced or not schedule.connected or deaf else None
+        schedule.probed(self.clock.monotonic(), job.tracker.state().eta_s)
+        return result, False
+
+    def _queued_look(self, job: PromptJob, heard: _Heard, now: float) -> WorkflowResult | None:
+        submitted_at = job.submitted_at if job.submitted_at is not None else now
+        if now - submitted_at < self.settings.queued_probe_delay:
+            return None  # most prompts start at once: a first look only for one that did not
+        seen = job.queue_seen_at
+        if seen is not None and now - seen < self.settings.queued_refresh_interval:
+            if heard.queue_changed_at <= seen:
+                return None  # nothing changed since our last look
+            if now - heard.queue_changed_at < self.settings.queued_probe_delay:
+                return None  # changed just now: our own start, if it is that, comes on the socket first
+        try:
+            snapshot, read_at = self.shared.queue(max_age=self.settings.queue_read_interval)
+        except (TransportError, HTTPStatusError) as exc:
+            self.log.warning("comfyui queue read for prompt %s failed (still following the WebSocket): %s", job.prompt_id, exc)
+            job.queue_seen_at = now  # try again at the next change or refresh
+            return None
+        if read_at < submitted_at:
+            return None  # read before our prompt was there: a newer read comes within queue_read_interval
+        job.queue_seen_at = read_at
+        if job.prompt_id in snapshot.pending:
+            job.missing = 0
+            job.tracker.set_queue_position(snapshot.position(job.prompt_id))
+            job.publish()
+            return None
+        if job.tracker.state().status is not JobStatus.QUEUED:
+            return None  # the socket saw it start meanwhile
+        if job.prompt_id in snapshot.running:
+            job.tracker.apply(p.ExecutionStartData(job.prompt_id))  # started unheard: a silent socket is probed from now on
+            job.publish()
+            return None
+        return self._safety_probe(job)  # finished unheard, or lost: history knows
 
     def _on_preview(self, job: PromptJob, frame: p.PreviewImage | p.PreviewImageWithMetadata) -> None:
         state = job.tracker.state()

@@ -102,8 +102,11 @@ class ComfyUIJobRunner:
         observer: JobObserver | Sequence[JobObserver] | None = None,
         cancel: threading.Event | None = None,
         timeout: float | None = None,
+        reattach: bool = True,
     ) -> WorkflowResult:
         """Run (or, after a redelivery, re-attach to) the prompt ``prompt_id`` and return its result.
+
+        ``reattach=False`` (a first delivery: the prompt cannot be on the pod yet) skips the lookup.
 
         Raises the :mod:`worker.comfyui.errors` hierarchy; the failure is also reported to analytics.
         """
@@ -116,7 +119,7 @@ class ComfyUIJobRunner:
             prompt_id=prompt_id,
             client_id=client_id,
             timeout=timeout,
-            reattach=True,
+            reattach=reattach,
             progress_interval=self.throttle_interval,
             durations=self.timings.model_for(workflow) if self.timings is not None else None,
         )

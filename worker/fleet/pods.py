@@ -60,7 +60,7 @@ class PodPool:
         self._lock = threading.Lock()
         self._log = logger or logging.getLogger(__name__)
         self._rng = rng
-        # reused across calls: HTTP sessions are per thread, so fresh threads would pile them up
+        # reused across calls: a pool of threads per pod choice would cost more than the choice
         self._executor: ThreadPoolExecutor | None = None
 
     def get(self, name: str) -> PodConfig:
@@ -81,6 +81,10 @@ class PodPool:
         except ComfyUIError as exc:  # HTTPStatusError included
             self._log.warning("pod %s (%s) is not usable: %s", pod.name, pod.safe_url, exc)
             return None
+
+    def loads(self) -> list[int | None]:
+        """Every pod's ``queue_remaining`` in pod order (None: not usable), asked in parallel."""
+        return self._on_every_pod(self._load)
 
     def least_loaded(self) -> PodConfig:
         """The healthy pod with the fewest queued prompts (``queue_remaining``).
