@@ -26,6 +26,7 @@ def test_compose_services_commands_and_variables() -> None:
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     worker = services["worker"]
     assert worker["command"][:4] == ["celery", "-A", "tasks.app", "worker"]
+    assert "--pool=${WORKER_POOL:-threads}" in worker["command"]
     assert "container_name" not in worker  # `--scale worker=N` needs that
     assert worker["environment"]["REMAP_SIGTERM"] == "SIGQUIT"
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -75,6 +76,7 @@ def test_procfile() -> None:
     assert set(entries) == {"worker", "flower"}
     assert entries["worker"].startswith("celery -A tasks.app worker")
     assert "WORKER_CONCURRENCY" in entries["worker"] and f"${{WORKER_QUEUES:-{QUEUES}}}" in entries["worker"]
+    assert "--pool=${WORKER_POOL:-threads}" in entries["worker"]  # the pool that follows hundreds of jobs (README: Scaling)
     # the launcher: loopback unless FLOWER_BASIC_AUTH is set, never an open UI on the platform's PORT
     assert entries["flower"].startswith("python -m worker.app.flower")
     assert "0.0.0.0" not in entries["flower"]
