@@ -4,9 +4,10 @@
 ``POST /prompt`` reply), follows the prompt, and falls back to REST polling by itself: at once
 when the socket cannot be opened, and mid-job when reconnection gives up. Whatever the path,
 one prompt gives one result: never a second POST, never two completions, and a completion
-that happened while disconnected is found through ``/history``. A periodic history probe
-catches a socket that stays open but hears nothing (the same-clientId hazard, a silent
-proxy). Every wait is bounded by the job's deadline and cut short by its cancel event.
+that happened while disconnected is found through ``/history``. A history probe after a
+silence catches a socket that stays open but hears nothing (the same-clientId hazard, a
+silent proxy); a healthy socket costs no probe. Every wait is bounded by the job's deadline
+and cut short by its cancel event.
 
 The client *holds* a :class:`ComfyUIRestClient` (``rest``) for the REST API; the per-job state
 and the steps all paths share live in :class:`~worker.comfyui.job.PromptJob`.
