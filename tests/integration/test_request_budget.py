@@ -64,3 +64,25 @@ def test_queued_jobs_of_a_process_share_one_queue_read_per_interval(sim: ComfyUI
         assert counts(sim)["GET /queue"] <= elapsed / settings.queue_read_interval + 2, (counts(sim), elapsed)
     finally:
         client.close()
+
+
+def test_a_queued_job_waits_in_slices_not_in_a_busy_loop(sim: ComfyUISimulator) -> None:
+    """Each pass of the follow loop ticks the observers once: a queued job behind a 1.5 s prompt
+    passes about once per wait slice (0.05 s here), never once per millisecond."""
+    settings = dataclasses.replace(SETTINGS, history_probe_interval=0.2)
+    client = ComfyUIPodClient(sim.url, settings=settings)
+    blocker = RawSocket(sim.url)
+    submit(sim.url, slow_workflow(steps=30, seconds_per_step=1.0, salt=98), blocker.client_id, "ahead")  # 1.5 s
+    ticks: list[float] = []
+
+    class Ticks(JobObserver):
+        def on_tick(self) -> None:
+            ticks.append(time.monotonic())
+
+    try:
+        started = time.monotonic()
+        assert client.execute_workflow(slow_workflow(steps=1, salt=97), prompt_id="behind", observer=Ticks()).status == "success"
+        elapsed = time.monotonic() - started
+        assert len(ticks) <= elapsed / settings.wait_slice * 2 + 10, (len(ticks), elapsed)
+    finally:
+        client.close()
