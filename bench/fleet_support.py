@@ -78,13 +78,27 @@ class Footprint:
     fds: int
     threads: int
     cpu_s: float
+    #: TCP sockets connected to ``redis_port`` (broker and result backend), part of ``sockets``
+    redis_sockets: int = 0
 
 
-def footprint(root: int) -> Footprint:
+def _remote_ports() -> dict[str, int]:
+    """Socket inode -> remote TCP port, for every TCP socket of the machine."""
+    ports: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                ports[fields[9]] = int(fields[2].rsplit(":", 1)[1], 16)
+    return ports
+
+
+def footprint(root: int, redis_port: int | None = None) -> Footprint:
     """Memory, descriptors, threads and CPU of a process tree right now."""
     rss = pss = 0.0
-    sockets = fds = threads = 0
+    sockets = fds = threads = redis_sockets = 0
     cpu = 0.0
+    ports = _remote_ports() if redis_port is not None else {}
     for pid in tree(root):
         base = Path(f"/proc/{pid}")
         with contextlib.suppress(OSError):
@@ -99,9 +113,11 @@ def footprint(root: int) -> Footprint:
             for fd in (base / "fd").iterdir():
                 fds += 1
                 with contextlib.suppress(OSError):
-                    if os.readlink(fd).startswith("socket:"):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:"):
                         sockets += 1
-    return Footprint(rss, pss, sockets, fds, threads, cpu)
+                        redis_sockets += ports.get(target[8:-1]) == redis_port
+    return Footprint(rss, pss, sockets, fds, threads, cpu, redis_sockets)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

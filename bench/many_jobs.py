@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
@@ -92,7 +93,8 @@ def run_pool(spec: str, sims: list[ComfyUISimulator], broker: str, args: argpars
     started = time.monotonic()
     for task_id, workflow in zip(ids, workflows, strict=True):
         enqueue_workflow(app, workflow, task_id=task_id)
-    peak = Footprint(0, 0, 0, 0, 0, 0)
+    peak = Footprint(0, 0, 0, 0, 0, 0, 0)
+    redis_port = urlsplit(broker).port
     followed_peak, ages = 0, []
     deadline = started + args.jobs * args.seconds * 2 + 120
     while len(watch.done_at) < len(ids) and time.monotonic() < deadline:
@@ -102,7 +104,7 @@ def run_pool(spec: str, sims: list[ComfyUISimulator], broker: str, args: argpars
             active = [t for t in ids if watch.states.get(t) in ("STARTED", "PROGRESS") and t not in watch.done_at]
             ages += [now - meta["updated_at"] for t, meta in watch.progress.items() if t in active and meta.get("status") == "running"]
         followed_peak = max(followed_peak, len(active))
-        now_fp = footprint(worker.process.pid)
+        now_fp = footprint(worker.process.pid, redis_port)
         peak = Footprint(*(max(a, b) for a, b in zip(peak.__dict__.values(), now_fp.__dict__.values(), strict=True)))
     makespan = max(watch.done_at.values(), default=time.monotonic()) - started
     cpu = footprint(worker.process.pid).cpu_s - cpu_before
@@ -129,6 +131,7 @@ def run_pool(spec: str, sims: list[ComfyUISimulator], broker: str, args: argpars
         "rss_mb": round(peak.rss_mb),
         "pss_mb": round(peak.pss_mb),
         "sockets": peak.sockets,
+        "sockets_to_redis": peak.redis_sockets,
         "fds": peak.fds,
         "threads": peak.threads,
         "cpu_s": round(cpu, 1),
