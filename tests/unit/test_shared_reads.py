@@ -46,3 +46,15 @@ def test_concurrent_askers_share_the_read_in_progress() -> None:
         thread.join()
     assert len(reads_made) == 1 and len(got) == 10 and got[0].position("b") == 1
     assert reads.queue(max_age=0.0)[0] is not got[0]  # max_age 0: a fresh read
+
+
+def test_a_pod_that_just_answered_needs_no_health_check() -> None:
+    asked: list[int] = []
+
+    def health() -> HealthReport:
+        asked.append(1)
+        return HealthReport(True, "ok")
+
+    reads = SharedReads(FakeClock(), health, lambda: QueueSnapshot([], []))
+    reads.pod_answered()
+    assert reads.health().ok and asked == []

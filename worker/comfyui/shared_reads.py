@@ -52,6 +52,11 @@ class _Shared(Generic[T]):
         with self._lock:
             self._value = None
 
+    def put(self, value: T) -> None:
+        """A value learnt another way, kept as if just read."""
+        with self._lock:
+            self._value, self._at = value, self._clock.monotonic()
+
 
 class SharedReads:
     """Health and ``/queue`` of one pod, shared by every job of the process on that pod."""
@@ -75,6 +80,11 @@ class SharedReads:
         """A ``/queue`` snapshot at most ``max_age`` seconds old, and when it was asked for
         (monotonic): a caller that needs a snapshot newer than some event compares the two."""
         return self._queue.get(max_age)
+
+    def pod_answered(self) -> None:
+        """The pod just answered a ComfyUI request (e.g. the load check before a job): that is
+        as good as a health check, and saves the job one."""
+        self._health.put(HealthReport(True, "ok: answered a request just now"))
 
     def pod_failed(self) -> None:
         """A transport error on this pod: the next job checks its health again."""

@@ -77,7 +77,9 @@ class PodPool:
 
     def _load(self, pod: PodConfig) -> int | None:
         try:
-            return self.client(pod).rest.queue_remaining(quick=True)
+            load = self.client(pod).rest.queue_remaining(quick=True)
+            self.client(pod).shared.pod_answered()  # /prompt answered with exec_info: as good as a health check
+            return load
         except ComfyUIError as exc:  # HTTPStatusError included
             self._log.warning("pod %s (%s) is not usable: %s", pod.name, pod.safe_url, exc)
             return None
