@@ -59,8 +59,10 @@ def test_cancel_by_id_and_an_event_of_the_callers_own() -> None:
 
 
 def test_the_watcher_thread_stops_on_close() -> None:
+    before = set(threading.enumerate())  # other tests' boards may still run
     board = CancelBoard([lambda ids: ()], interval=0.01)
     with board.job("x"):
         time.sleep(0.03)
+        assert [t for t in threading.enumerate() if t not in before and t.name == "cancel-board"]
     board.close()
-    assert not any(t.name == "cancel-board" and t.is_alive() for t in threading.enumerate())
+    assert not [t for t in threading.enumerate() if t not in before and t.name == "cancel-board" and t.is_alive()]
