@@ -4,8 +4,9 @@
   in every worker process that hears the broadcast, before Celery tries (and, in the threads
   pool, fails) to kill anything. In the threads and gevent pools the jobs run in that process;
 * a Redis flag ``comfy-cancel:<id>`` in the result backend: it reaches prefork children (whose
-  revoked set is a copy from the fork) and every machine. A web backend may set it directly
-  (:func:`request_cancel`), and each worker's main process mirrors its revoked set into it.
+  revoked set is a copy from the fork) and every machine. ``ComfyClient.cancel`` sets it (and
+  publishes on its channel, which ``tasks.live.CancelFlag`` hears at once), so does
+  :func:`request_cancel`, and each worker's main process mirrors its revoked set into it.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from typing import Any
 from celery import Celery
 from celery.worker import state as worker_state
 
+from tasks.client import CANCEL_KEY
 from worker.fleet.cancel_board import CancelSource
 
 __all__ = ["CANCEL_KEY", "cancel_sources", "request_cancel", "start_revoked_mirror"]
 
 log = logging.getLogger(__name__)
 
-CANCEL_KEY = "comfy-cancel:{}"
+# CANCEL_KEY (tasks.client): the key ``ComfyClient.cancel`` sets and publishes on
 #: a flag outlives any job that could still read it (the longest job, plus its retries, is far shorter)
 FLAG_TTL_SECONDS = 7 * 24 * 3600
 
