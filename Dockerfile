@@ -15,4 +15,4 @@ ENV PYTHONUNBUFFERED=1
 # docker-compose overrides this check for Flower and the simulator.
 HEALTHCHECK --interval=30s --timeout=15s --start-period=30s --retries=3 \
     CMD celery -A tasks.app inspect ping --destination "celery@$HOSTNAME" --timeout 5 || exit 1
-CMD ["celery", "-A", "tasks.app", "worker", "--loglevel=info", "--queues=comfyui,celery"]
+CMD ["celery", "-A", "tasks.app", "worker", "--loglevel=info", "--pool=threads", "--concurrency=100", "--queues=comfyui,celery"]

@@ -13,8 +13,8 @@ its own bare Celery app (:meth:`ComfyClient.from_url`) instead of importing ``ta
   nothing between the two is missed), then yields each new record as it is published. It ends
   with the final state, or raises :class:`WatchTimeout` at its deadline.
 * :meth:`~ComfyClient.cancel` works whatever pool the workers run: it sets the Redis key
-  ``comfy-cancel:<id>`` and publishes on the channel of the same name (a worker's task watches
-  it), and revokes the task (a worker then discards it if it is still queued, and a prefork
+  ``comfy-cancel:<id>`` (each worker process reads its jobs' flags every 0.25 s; it is also
+  published on the channel of the same name), and revokes the task (a worker then discards it if it is still queued, and a prefork
   worker's pool process gets SIGUSR1 at once).
 
 The JSON contract (this module's views, the raw records, the webhook body) is documented in

@@ -1,9 +1,10 @@
-"""What a running task tells web backends, and hears from them: Flower's view, the cancel
-flag, webhooks and live previews.
+"""What a running task tells web backends: Flower's view, webhooks and live previews.
+
+The ``comfy-cancel:<id>`` flag that ``ComfyClient.cancel`` sets is read by the process's one
+cancel board (``tasks.cancel_flags``) for all its jobs at once, with no listener per job.
 
 Each concern is one small piece the task wires in: :func:`flower_summary` (the ``result`` field
-of the ``task-progress`` event, which Flower shows), :class:`CancelFlag` (the
-``comfy-cancel:<id>`` key and channel set by ``ComfyClient.cancel``), :class:`WebObserver` (the
+of the ``task-progress`` event, which Flower shows), :class:`WebObserver` (the
 job's progress webhooks and its preview recorder), :func:`webhook_sender` (one per process) and
 :func:`connect_final_webhooks` (the final webhook once the result is stored, from Celery's
 ``task_postrun`` / ``task_revoked`` signals).
@@ -13,15 +14,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from types import TracebackType
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery, signals
 from celery.backends.redis import RedisBackend
 
 from config.settings import Settings
-from tasks.client import CANCEL_KEY, TASK_NAME, view_of
+from tasks.client import TASK_NAME, view_of
 from tasks.web_options import WebOptions
 from worker.comfyui.errors import WorkflowValidationError
 from worker.comfyui.observer import JobObserver, Preview
@@ -30,7 +30,6 @@ from worker.fleet.previews import PreviewRecorder
 from worker.fleet.webhooks import WebhookSender
 
 __all__ = [
-    "CancelFlag",
     "WebObserver",
     "check_webhook",
     "connect_final_webhooks",
@@ -56,76 +55,6 @@ def redis_of(celery: Celery) -> Any:
     """The result backend's redis-py client, or None when the backend is not Redis."""
     backend = celery.backend
     return backend.client if isinstance(backend, RedisBackend) else None
-
-
-class CancelFlag:
-    """Calls ``on_cancel`` (once) when ``ComfyClient.cancel`` flags the job, on any pool.
-
-    Subscribes to the ``comfy-cancel:<id>`` channel, *then* reads the key (a flag set before the
-    task started, or between the two, is seen), then waits for a message on a daemon thread
-    that ends with the task. Without a Redis backend it does nothing (revoke still works on
-    prefork)."""
-
-    def __init__(self, redis: Any, job_id: str, on_cancel: Callable[[], None], *, check_every: float = 0.5) -> None:
-        self._redis = redis
-        self.key = CANCEL_KEY.format(job_id)
-        self._on_cancel = on_cancel
-        self.fired = threading.Event()
-        self.check_every = check_every
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pubsub: Any = None
-
-    def __enter__(self) -> CancelFlag:
-        if self._redis is None:
-            return self
-        try:
-            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            self._pubsub.subscribe(self.key)
-            if self._redis.exists(self.key):
-                self._fire()
-        except Exception:  # without the flag, revoke still reaches prefork workers
-            log.warning("cancel flag %s not watched (Redis unavailable)", self.key, exc_info=True)
-            self._close()
-            return self
-        self._thread = threading.Thread(target=self._listen, name=f"cancel-{self.key}", daemon=True)
-        self._thread.start()
-        return self
-
-    def _listen(self) -> None:
-        while not self._done.is_set() and not self.fired.is_set():
-            try:
-                message = self._pubsub.get_message(timeout=self.check_every)
-            except Exception:  # a lost connection: fall back to reading the key
-                log.debug("cancel channel %s lost; reading the key", self.key, exc_info=True)
-                message = None
-                self._done.wait(self.check_every)
-                try:
-                    if self._redis.exists(self.key):
-                        self._fire()
-                except Exception:
-                    log.debug("cancel key %s unreadable", self.key, exc_info=True)
-            if message is not None and message.get("type") == "message":
-                self._fire()
-
-    def _fire(self) -> None:
-        if not self.fired.is_set():
-            self.fired.set()
-            self._on_cancel()
-
-    def _close(self) -> None:
-        if self._pubsub is not None:
-            try:
-                self._pubsub.close()
-            except Exception:  # closing a dead connection
-                log.debug("cancel channel close failed", exc_info=True)
-            self._pubsub = None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._done.set()
-        if self._thread is not None:
-            self._thread.join(self.check_every + 1.0)
-        self._close()
 
 
 _senders: dict[int, WebhookSender] = {}

@@ -140,7 +140,6 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
         given = _given_pod(rt, opts, prompt_id, ran_before)
         redis = live.redis_of(celery)
         web = live.WebObserver(settings, opts.web, prompt_id, redis)
-        flag = live.CancelFlag(redis, prompt_id, lambda: cancellation.cancel(CancelReason.REVOKED))
         # JOB_TIME_LIMIT is also the job's own deadline, so it holds in every pool, not only where
         # Celery's soft limit (a signal) exists: the prompt is interrupted, the task fails `timeout`
         seconds = min(opts.timeout or math.inf, settings.job_time_limit)
@@ -150,7 +149,6 @@ def register(celery: Celery, settings: Settings) -> Task[Any, Any]:
                 return cast(TaskResult, recalled)
             # a revoke (the revoked set) or a flag sets the same event as the web client's cancel
             with (
-                flag,
                 rt.cancels.job(prompt_id, cancellation.event),
                 rt.balancer.lease(given, cancel=cancellation.event, timeout=seconds) as pod,
             ):
