@@ -32,6 +32,7 @@ from worker.comfyui.errors import (
 )
 from worker.comfyui.redact import Redactor
 from worker.comfyui.urls import ServerURL, redact_url
+from worker.comfyui.watchdog import watchdog
 
 __all__ = ["HTTPSettings", "HTTPTransport"]
 
@@ -309,9 +310,7 @@ def _body_deadline(response: requests.Response, seconds: float, what: str) -> It
         with contextlib.suppress(Exception):  # already closed, or not a urllib3 response (a test fake)
             response.raw.shutdown()
 
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
+    timer = watchdog().schedule(seconds, expire)  # one thread for every request's deadline
     try:
         yield
     except (TransportError, requests.RequestException, OSError, ValueError):
