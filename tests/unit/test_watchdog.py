@@ -33,6 +33,25 @@ def test_many_deadlines_share_one_thread() -> None:
     assert threading.active_count() == before
 
 
+def test_a_cancelled_deadline_keeps_nothing_alive() -> None:
+    """It waits in the heap until its time: what its callback holds (a response, a socket) must not."""
+    import gc
+    import weakref
+
+    class Held:
+        def touch(self) -> None:
+            """A bound method: the deadline's callback refers to its object."""
+
+    dog = Watchdog()
+    held = Held()
+    alive = weakref.ref(held)
+    dog.schedule(30.0, held.touch).cancel()
+    del held
+    gc.collect()
+    assert alive() is None
+    dog.close()
+
+
 def test_a_callback_that_raises_does_not_stop_later_deadlines() -> None:
     dog = Watchdog()
     done = threading.Event()

@@ -18,20 +18,23 @@ __all__ = ["Deadline", "Watchdog", "watchdog"]
 
 
 class Deadline:
-    """A scheduled callback; :meth:`cancel` before it is due means it never runs."""
+    """A scheduled callback; :meth:`cancel` before it is due means it never runs.
 
-    __slots__ = ("_callback", "_cancelled")
+    Cancelling drops the callback at once: a cancelled deadline waits in the heap until its time,
+    and must not keep alive what its callback refers to (a response, and so its socket)."""
+
+    __slots__ = ("_callback",)
 
     def __init__(self, callback: Callable[[], None]) -> None:
-        self._callback = callback
-        self._cancelled = False
+        self._callback: Callable[[], None] | None = callback
 
     def cancel(self) -> None:
-        self._cancelled = True
+        self._callback = None
 
     def _fire(self) -> None:
-        if not self._cancelled:
-            self._callback()
+        callback = self._callback
+        if callback is not None:
+            callback()
 
 
 class Watchdog:
